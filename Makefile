@@ -1,0 +1,46 @@
+# Everything a user or CI runs. MNIST_DIR defaults to data/mnist (what `make data` fills);
+# this repository's CI points it at ../shared/mnist.
+MNIST_DIR ?= data/mnist
+export MNIST_DIR
+CARGO ?= cargo
+
+.PHONY: all build train eval serve test lint fmt data bench user clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+
+## train: fit the CNN with the defaults and write weights/mnist_cnn.safetensors
+train:
+	$(CARGO) run --release --bin train -- --confusion
+
+## eval: test-set accuracy of the committed weights
+eval:
+	$(CARGO) run --release --bin train -- --eval weights/mnist_cnn.safetensors
+
+## serve: run the API on 127.0.0.1:8080 with the committed weights
+serve:
+	$(CARGO) run --release --bin mnist-api
+
+## test: the whole suite (unit, black-box HTTP, committed-weights accuracy)
+test:
+	$(CARGO) test --all-targets
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## data: download the four MNIST files into $(MNIST_DIR), checksums verified
+data:
+	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR) --epochs 0 --out /dev/null
+
+bench:
+	$(CARGO) bench
+
+clean:
+	$(CARGO) clean
