@@ -1,0 +1,265 @@
+//! The training loop and test-set evaluation, shared by the `train` binary and the tests.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{loss, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{Split, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::model::{self, Net, CLASSES};
+use crate::preprocess;
+
+/// Hyper-parameters of one run. `Default` is what `make train` uses.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Images per optimiser step.
+    pub batch_size: usize,
+    /// Peak learning rate (AdamW), reached after warm-up, then cosine-decayed.
+    pub lr: f64,
+    /// Seeds weight init, shuffling, augmentation and dropout.
+    pub seed: u64,
+    /// Random shifts of up to this many pixels (0 disables augmentation).
+    pub max_shift: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            epochs: 6,
+            batch_size: 128,
+            lr: 3e-3,
+            seed: 1,
+            max_shift: 2,
+        }
+    }
+}
+
+/// Progress of the current epoch, reported after every batch.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// Zero-based epoch.
+    pub epoch: usize,
+    /// Batches done in this epoch.
+    pub batch: usize,
+    /// Batches in an epoch.
+    pub batches: usize,
+    /// Mean loss over the epoch so far.
+    pub running_loss: f32,
+}
+
+/// What one epoch achieved.
+#[derive(Clone, Debug)]
+pub struct EpochReport {
+    /// Zero-based epoch.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f32,
+    /// Accuracy on the evaluation split.
+    pub test_accuracy: f64,
+    /// Training time of the epoch (evaluation excluded).
+    pub train_time: Duration,
+}
+
+/// Trains a fresh network; `on_step` and `on_epoch` see progress. Evaluates on `test` after
+/// every epoch.
+pub fn train(
+    config: &Config,
+    train: &Split,
+    test: &Split,
+    mut on_step: impl FnMut(Step),
+    mut on_epoch: impl FnMut(&EpochReport),
+) -> candle_core::Result<(VarMap, Net, Vec<EpochReport>)> {
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    model::init_deterministic(&varmap, config.seed)?;
+    net.seed_dropout(config.seed);
+    let mut opt = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: config.lr,
+            weight_decay: 1e-4,
+            ..Default::default()
+        },
+    )?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    rng.set_stream(2);
+    let batch_size = config.batch_size.max(1);
+    let batches = train.len().div_ceil(batch_size);
+    let total_steps = (batches * config.epochs).max(1);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut pixels = vec![0u8; batch_size * IMAGE_PIXELS];
+    let mut labels = Vec::with_capacity(batch_size);
+    let mut reports = Vec::new();
+    for epoch in 0..config.epochs {
+        let start = Instant::now();
+        order.shuffle(&mut rng);
+        let mut loss_sum = 0f32;
+        for (batch, chunk) in order.chunks(batch_size).enumerate() {
+            let n = chunk.len();
+            labels.clear();
+            for (slot, &i) in chunk.iter().enumerate() {
+                let dst = &mut pixels[slot * IMAGE_PIXELS..(slot + 1) * IMAGE_PIXELS];
+                shift_into(train.image(i), dst, &mut rng, config.max_shift);
+                labels.push(train.labels[i] as u32);
+            }
+            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?;
+            let ys = Tensor::new(labels.as_slice(), &device)?;
+            let step = epoch * batches + batch;
+            opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
+            let loss = loss::cross_entropy(&net.forward(&xs, true)?, &ys)?;
+            opt.backward_step(&loss)?;
+            loss_sum += loss.to_scalar::<f32>()?;
+            on_step(Step {
+                epoch,
+                batch: batch + 1,
+                batches,
+                running_loss: loss_sum / (batch + 1) as f32,
+            });
+        }
+        let train_time = start.elapsed();
+        let report = EpochReport {
+            epoch,
+            loss: loss_sum / batches.max(1) as f32,
+            test_accuracy: evaluate(&net, test)?.accuracy(),
+            train_time,
+        };
+        on_epoch(&report);
+        reports.push(report);
+    }
+    Ok((varmap, net, reports))
+}
+
+/// Linear warm-up over the first 3 % of steps, then cosine decay to zero: lets a high peak
+/// rate make fast progress early without the late-epoch noise of a constant rate.
+pub fn learning_rate(peak: f64, step: usize, total: usize) -> f64 {
+    let warmup = (total * 3 / 100).max(1);
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
+    peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+}
+
+/// Copies `src` into `dst` moved by a random offset of at most `max` pixels each way.
+fn shift_into(src: &[u8], dst: &mut [u8], rng: &mut ChaCha8Rng, max: usize) {
+    if max == 0 {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let m = max as isize;
+    let dx = rng.gen_range(-m..=m);
+    let dy = rng.gen_range(-m..=m);
+    dst.fill(0);
+    let side = IMAGE_SIDE as isize;
+    for y in 0..side {
+        let sy = y - dy;
+        if !(0..side).contains(&sy) {
+            continue;
+        }
+        let (x0, x1) = (dx.max(0), (side + dx).min(side));
+        let row = (y * side) as usize;
+        let srow = (sy * side) as usize;
+        dst[row + x0 as usize..row + x1 as usize]
+            .copy_from_slice(&src[srow + (x0 - dx) as usize..srow + (x1 - dx) as usize]);
+    }
+}
+
+/// Counts of (true label, predicted label) over a split.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Confusion {
+    /// `counts[truth][predicted]`.
+    pub counts: [[u32; CLASSES]; CLASSES],
+}
+
+impl Confusion {
+    /// Fraction of examples on the diagonal.
+    pub fn accuracy(&self) -> f64 {
+        let total: u32 = self.counts.iter().flatten().sum();
+        let right: u32 = (0..CLASSES).map(|i| self.counts[i][i]).sum();
+        right as f64 / total.max(1) as f64
+    }
+
+    /// The matrix as text, rows = true digit, columns = predicted digit.
+    pub fn to_table(&self) -> String {
+        let mut s = String::from("true\\pred");
+        for c in 0..CLASSES {
+            s += &format!("{c:>6}");
+        }
+        s.push('\n');
+        for (t, row) in self.counts.iter().enumerate() {
+            s += &format!("{t:>9}");
+            for n in row {
+                s += &format!("{n:>6}");
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Classifies every image of `split` (eval mode) and tallies the results.
+pub fn evaluate(net: &Net, split: &Split) -> candle_core::Result<Confusion> {
+    let mut confusion = Confusion::default();
+    const BATCH: usize = 1000;
+    for start in (0..split.len()).step_by(BATCH) {
+        let n = BATCH.min(split.len() - start);
+        let xs = preprocess::batch_tensor(
+            &split.images[start * IMAGE_PIXELS..(start + n) * IMAGE_PIXELS],
+            n,
+        )?;
+        let predicted = net
+            .forward(&xs, false)?
+            .argmax(D::Minus1)?
+            .to_vec1::<u32>()?;
+        for (p, &t) in predicted.iter().zip(&split.labels[start..start + n]) {
+            confusion.counts[t as usize][*p as usize] += 1;
+        }
+    }
+    Ok(confusion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let total = 1000;
+        assert!(learning_rate(1.0, 0, total) < 0.1);
+        assert!((learning_rate(1.0, 29, total) - 1.0).abs() < 1e-9);
+        assert!(learning_rate(1.0, 500, total) < 1.0);
+        assert!(learning_rate(1.0, 999, total) < 1e-4);
+    }
+
+    #[test]
+    fn shift_moves_pixels_and_pads_with_background() {
+        let mut src = vec![0u8; IMAGE_PIXELS];
+        src[14 * 28 + 14] = 255;
+        let mut dst = vec![0u8; IMAGE_PIXELS];
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        for _ in 0..20 {
+            shift_into(&src, &mut dst, &mut rng, 2);
+            let pos = dst.iter().position(|&p| p == 255).unwrap();
+            let (y, x) = (pos / 28, pos % 28);
+            assert!(y.abs_diff(14) <= 2 && x.abs_diff(14) <= 2);
+            assert_eq!(dst.iter().filter(|&&p| p != 0).count(), 1);
+        }
+        shift_into(&src, &mut dst, &mut rng, 0);
+        assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn confusion_accuracy_counts_the_diagonal() {
+        let mut c = Confusion::default();
+        c.counts[3][3] = 3;
+        c.counts[3][5] = 1;
+        assert_eq!(c.accuracy(), 0.75);
+        assert!(c.to_table().contains("true\\pred"));
+    }
+}

@@ -1,0 +1,176 @@
+//! `train`: fits the digit CNN on MNIST and writes `weights/mnist_cnn.safetensors`.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use mnist_api::data::Mnist;
+use mnist_api::training::{self, Config};
+use mnist_api::weights::{self, Metadata};
+use mnist_api::{data, model};
+
+/// Train the MNIST digit CNN (or evaluate a weights file) and write safetensors weights.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// Passes over the 60,000 training images.
+    #[arg(long, default_value_t = Config::default().epochs)]
+    epochs: usize,
+    /// Images per optimiser step.
+    #[arg(long, default_value_t = Config::default().batch_size)]
+    batch_size: usize,
+    /// Peak learning rate (AdamW with warm-up and cosine decay).
+    #[arg(long, default_value_t = Config::default().lr)]
+    lr: f64,
+    /// Seed for initialisation, shuffling, augmentation and dropout.
+    #[arg(long, default_value_t = Config::default().seed)]
+    seed: u64,
+    /// Largest random shift in pixels applied to training images (0 = no augmentation).
+    #[arg(long, default_value_t = Config::default().max_shift)]
+    max_shift: usize,
+    /// Directory with the four MNIST IDX files (raw or .gz).
+    #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
+    data_dir: PathBuf,
+    /// Where to write the weights (atomically).
+    #[arg(long, default_value = weights::DEFAULT_PATH)]
+    out: PathBuf,
+    /// Print the 10×10 confusion matrix of the test set at the end.
+    #[arg(long)]
+    confusion: bool,
+    /// Only evaluate this weights file on the test set; no training.
+    #[arg(long, value_name = "WEIGHTS")]
+    eval: Option<PathBuf>,
+    /// Download the MNIST files into --data-dir first (skips files already verified).
+    #[arg(long)]
+    download: bool,
+    /// Download from this base URL instead of the default mirror.
+    #[arg(long, env = "MNIST_MIRROR", default_value = data::download::DEFAULT_MIRROR)]
+    mirror: String,
+    /// Train on only the first N training images (quick experiments).
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.download {
+        data::download::fetch_all(&args.mirror, &args.data_dir, true)?;
+    }
+    if let Some(path) = &args.eval {
+        return eval(path, &args);
+    }
+    train(&args)
+}
+
+fn eval(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let loaded = weights::load(path)?;
+    let test = Mnist::load_test(&args.data_dir)?;
+    let confusion = training::evaluate(&loaded.net, &test)?;
+    println!(
+        "{}: test accuracy {:.2}% on {} images (recorded at training: {:.2}%)",
+        path.display(),
+        100.0 * confusion.accuracy(),
+        test.len(),
+        100.0 * loaded.metadata.test_accuracy
+    );
+    if args.confusion {
+        print!("{}", confusion.to_table());
+    }
+    Ok(())
+}
+
+fn train(args: &Args) -> anyhow::Result<()> {
+    let loading = Instant::now();
+    let mut mnist = Mnist::load(&args.data_dir)?;
+    if let Some(n) = args.limit {
+        mnist.train = mnist.train.take(n);
+    }
+    eprintln!(
+        "loaded {} training and {} test images from {} in {:.1?} (sha256 {})",
+        mnist.train.len(),
+        mnist.test.len(),
+        args.data_dir.display(),
+        loading.elapsed(),
+        &mnist.sha256[..16]
+    );
+    let config = Config {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        lr: args.lr,
+        seed: args.seed,
+        max_shift: args.max_shift,
+    };
+    let style = ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+    )?
+    .progress_chars("=> ");
+    // Both callbacks touch the bar, one at a time.
+    let bar: RefCell<Option<ProgressBar>> = RefCell::new(None);
+    let started = Instant::now();
+    let (varmap, net, reports) = training::train(
+        &config,
+        &mnist.train,
+        &mnist.test,
+        |step| {
+            let mut slot = bar.borrow_mut();
+            let b = slot.get_or_insert_with(|| {
+                let b = ProgressBar::new(step.batches as u64).with_style(style.clone());
+                b.set_prefix(format!("{}/{}", step.epoch + 1, config.epochs));
+                b
+            });
+            b.set_position(step.batch as u64);
+            if step.batch % 20 == 0 || step.batch == step.batches {
+                b.set_message(format!("loss {:.4}", step.running_loss));
+            }
+        },
+        |report| {
+            if let Some(b) = bar.borrow_mut().take() {
+                b.finish_and_clear();
+            }
+            println!(
+                "epoch {}/{}: loss {:.4}, test accuracy {:.2}%, {:.1}s",
+                report.epoch + 1,
+                config.epochs,
+                report.loss,
+                100.0 * report.test_accuracy,
+                report.train_time.as_secs_f64()
+            );
+        },
+    )?;
+    let training_seconds = started.elapsed().as_secs_f64();
+    let confusion = training::evaluate(&net, &mnist.test)?;
+    let accuracy = confusion.accuracy();
+    let metadata = Metadata {
+        format_version: weights::FORMAT_VERSION.into(),
+        architecture: model::ARCHITECTURE.into(),
+        input: Metadata::input_description(),
+        normalization: Metadata::normalization_description(),
+        test_accuracy: accuracy,
+        epochs: config.epochs,
+        seed: config.seed,
+        batch_size: config.batch_size,
+        learning_rate: config.lr,
+        training_seconds: (training_seconds * 10.0).round() / 10.0,
+        created: time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)?,
+        train_data_sha256: mnist.sha256.clone(),
+    };
+    weights::save(&args.out, &varmap, &metadata)
+        .with_context(|| format!("saving weights to {}", args.out.display()))?;
+    let best = reports.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
+    println!(
+        "done: {} epochs in {:.1}s, final test accuracy {:.2}% (best epoch {:.2}%), wrote {}",
+        config.epochs,
+        training_seconds,
+        100.0 * accuracy,
+        100.0 * best,
+        args.out.display()
+    );
+    if args.confusion {
+        print!("{}", confusion.to_table());
+    }
+    Ok(())
+}
