@@ -4,11 +4,19 @@
 //! only wire these modules together.
 
 pub mod atomic;
+pub mod auth;
+pub mod config;
 pub mod conv;
 pub mod data;
+pub mod error;
+pub mod inference;
 pub mod model;
 pub mod preprocess;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
 pub mod training;
+pub mod user_admin;
 pub mod weights;
 
 /// candle allocates a fresh buffer for every intermediate tensor; with glibc's allocator each

@@ -1,0 +1,131 @@
+//! Settings of the `mnist-api` binary: flags with environment fallbacks (see `--help`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::Secret;
+use crate::inference::EngineConfig;
+use crate::preprocess::ImageLimits;
+
+/// Serve MNIST digit predictions over HTTP, or manage the users allowed to log in.
+#[derive(Parser, Debug)]
+#[command(name = "mnist-api", version)]
+pub struct Cli {
+    /// What to do; without a subcommand the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands besides serving.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Add, change or remove users (passwords are read from stdin or a prompt, never argv).
+    User {
+        /// The change to make.
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+/// Changes to the users file.
+#[derive(Subcommand, Debug)]
+pub enum UserAction {
+    /// Add a user, or set the password of an existing one.
+    Add {
+        /// Username.
+        name: String,
+    },
+    /// Change the password of an existing user.
+    Passwd {
+        /// Username.
+        name: String,
+    },
+    /// Remove a user.
+    Remove {
+        /// Username.
+        name: String,
+    },
+    /// List usernames.
+    List,
+}
+
+/// Everything the server reads at start-up.
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "MNIST_API_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Safetensors weights written by `train`.
+    #[arg(long, env = "MNIST_API_WEIGHTS", default_value = crate::weights::DEFAULT_PATH)]
+    pub weights: PathBuf,
+    /// Users file (argon2id hashes). Created with one random-password user on first start.
+    #[arg(long, env = "MNIST_API_USERS", default_value = "users.json")]
+    pub users: PathBuf,
+    /// Lifetime of access tokens, seconds.
+    #[arg(long, env = "MNIST_API_TOKEN_TTL", default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Serve /predict without a token (local demos only; logs a warning).
+    #[arg(long, env = "MNIST_API_NO_AUTH")]
+    pub no_auth: bool,
+    /// Largest request body, bytes (enforced while streaming).
+    #[arg(long, env = "MNIST_API_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_body_bytes: u64,
+    /// Largest image width or height, pixels.
+    #[arg(long, env = "MNIST_API_MAX_IMAGE_SIDE", default_value_t = 4096)]
+    pub max_image_side: u32,
+    /// Most images in one /predict request.
+    #[arg(long, env = "MNIST_API_MAX_FILES", default_value_t = 64)]
+    pub max_files: usize,
+    /// Model worker threads.
+    #[arg(long, env = "MNIST_API_WORKERS", default_value_t = EngineConfig::default().workers)]
+    pub workers: usize,
+    /// Most images per forward pass (dynamic batching).
+    #[arg(long, env = "MNIST_API_MAX_BATCH", default_value_t = EngineConfig::default().max_batch)]
+    pub max_batch: usize,
+    /// Microseconds a worker waits to fill a batch (0 = take only what is already queued).
+    #[arg(long, env = "MNIST_API_BATCH_WAIT_US", default_value_t = 0)]
+    pub batch_wait_us: u64,
+    /// Images allowed to wait for the model; beyond that /predict answers 503.
+    #[arg(long, env = "MNIST_API_QUEUE", default_value_t = EngineConfig::default().queue)]
+    pub queue: usize,
+    /// /predict requests decoded or waiting at once; beyond that 503.
+    #[arg(long, env = "MNIST_API_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+    /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
+    #[arg(long, env = "MNIST_API_SHUTDOWN_TIMEOUT", default_value_t = 10)]
+    pub shutdown_timeout: u64,
+}
+
+impl ServeArgs {
+    /// Settings for the inference engine.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            workers: self.workers,
+            max_batch: self.max_batch,
+            max_wait: Duration::from_micros(self.batch_wait_us),
+            queue: self.queue,
+        }
+    }
+
+    /// Settings for image decoding.
+    pub fn image_limits(&self) -> ImageLimits {
+        ImageLimits {
+            max_side: self.max_image_side,
+            ..ImageLimits::default()
+        }
+    }
+
+    /// The JWT secret from `SECRET_KEY` (the original app's variable), if set and non-empty.
+    pub fn secret_from_env() -> Option<Secret> {
+        std::env::var("SECRET_KEY")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| Secret::new(s.into_bytes()))
+    }
+}

@@ -1,0 +1,186 @@
+//! The one API error type, and the one place that turns failures into HTTP responses.
+//!
+//! Every error body has the same shape: `{"msg": "<for people>", "code": "<for programs>"}`.
+//! `msg` is the original Flask app's key.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::reject::Rejection;
+use warp::reply::{self, Reply, Response};
+
+use crate::preprocess::ImageError;
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// `/login` body lacks a non-empty username or password.
+    #[error("Username and password required")]
+    CredentialsRequired,
+    /// The body should have been JSON and is not.
+    #[error("request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    /// Unknown user or wrong password; deliberately the same message for both.
+    #[error("Bad username or password")]
+    BadCredentials,
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token: send `Authorization: Bearer <access_token>` from /login")]
+    MissingToken,
+    /// The token failed verification.
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    /// The token was valid but has expired.
+    #[error("token expired: log in again")]
+    ExpiredToken,
+    /// `/predict` needs `multipart/form-data`.
+    #[error("expected a multipart/form-data body with the image in field `file`, got {0}")]
+    NotMultipart(String),
+    /// The multipart body could not be parsed.
+    #[error("malformed multipart body: {0}")]
+    BadMultipart(String),
+    /// No part named `file`.
+    #[error("no `file` field in the form: send the image as multipart field `file`")]
+    NoFile,
+    /// More `file` parts than allowed.
+    #[error("too many files: at most {0} images per request")]
+    TooManyFiles(usize),
+    /// A body was sent without a length where one is required.
+    #[error("Content-Length header required")]
+    LengthRequired,
+    /// A header is missing or malformed.
+    #[error("bad request header: {0}")]
+    BadHeader(String),
+    /// The body is bigger than the configured limit.
+    #[error("request body exceeds the limit of {0} bytes")]
+    BodyTooLarge(u64),
+    /// One of the uploaded images is unusable; `index` counts `file` parts from 0.
+    #[error("file {index}{}: {source}", name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Image {
+        /// Position of the part among the `file` parts.
+        index: usize,
+        /// The part's filename, if the client sent one.
+        name: Option<String>,
+        /// What is wrong with it.
+        source: ImageError,
+    },
+    /// All inference capacity is taken; the client should retry.
+    #[error("server busy: too many predictions in flight, retry shortly")]
+    Overloaded,
+    /// No such route.
+    #[error("not found")]
+    NotFound,
+    /// The route exists with another method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A bug or an environment failure; details go to the log, not the client.
+    #[error("internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    msg: String,
+    code: &'a str,
+}
+
+impl ApiError {
+    /// HTTP status and machine-readable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            CredentialsRequired => (StatusCode::BAD_REQUEST, "credentials_required"),
+            InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
+            BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
+            MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
+            InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired"),
+            NotMultipart(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart"),
+            BadMultipart(_) => (StatusCode::BAD_REQUEST, "bad_multipart"),
+            NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
+            TooManyFiles(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
+            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            LengthRequired => (StatusCode::LENGTH_REQUIRED, "length_required"),
+            BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header"),
+            Image { source, .. } => source.status_and_code(),
+            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    /// The JSON response for this error, with the headers its status calls for.
+    pub fn to_response(&self) -> Response {
+        let (status, code) = self.status_and_code();
+        let body = ErrorBody {
+            msg: self.to_string(),
+            code,
+        };
+        let mut res = reply::with_status(reply::json(&body), status).into_response();
+        let headers = res.headers_mut();
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                let challenge = match self {
+                    ApiError::InvalidToken(_) | ApiError::ExpiredToken => {
+                        "Bearer error=\"invalid_token\""
+                    }
+                    _ => "Bearer",
+                };
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(challenge),
+                );
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+/// Largest JSON body accepted (the `/login` credentials).
+pub const JSON_BODY_LIMIT: u64 = 16 * 1024;
+
+/// Maps warp's own rejections onto [`ApiError`] so every response has the same shape.
+fn from_warp(err: &Rejection) -> ApiError {
+    if err.is_not_found() {
+        ApiError::NotFound
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        // Only JSON bodies go through warp's own limit; images use the streaming one.
+        ApiError::BodyTooLarge(JSON_BODY_LIMIT)
+    } else if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
+        let detail = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
+        ApiError::InvalidJson(detail)
+    } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        ApiError::InvalidJson("expected Content-Type: application/json".into())
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::LengthRequired
+    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadHeader(e.to_string())
+    } else if let Some(e) = err.find::<warp::reject::MissingHeader>() {
+        ApiError::BadHeader(e.to_string())
+    } else {
+        ApiError::Internal(anyhow::anyhow!("unhandled rejection: {err:?}"))
+    }
+}
+
+/// The `recover` handler: every rejection becomes a JSON error response.
+pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
+    if let Some(api) = err.find::<ApiError>() {
+        if let ApiError::Internal(cause) = api {
+            tracing::error!(error = %format!("{cause:#}"), "request failed");
+        }
+        return Ok(api.to_response());
+    }
+    Ok(from_warp(&err).to_response())
+}

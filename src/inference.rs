@@ -1,0 +1,305 @@
+//! The loaded model behind a bounded queue: worker threads take waiting images in batches,
+//! run one forward pass per batch, and answer each caller separately.
+//!
+//! The async executor never runs the model: handlers enqueue and await a oneshot reply. When
+//! the queue is full the caller gets [`ApiError::Overloaded`] at once (503), so overload
+//! sheds work instead of growing memory and latency without bound.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
+use crate::error::ApiError;
+use crate::model::{Net, CLASSES};
+
+/// How the engine schedules work.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineConfig {
+    /// Model worker threads.
+    pub workers: usize,
+    /// Most images in one forward pass.
+    pub max_batch: usize,
+    /// How long a worker holding a partial batch waits for more images.
+    pub max_wait: Duration,
+    /// Images that may wait in the queue before new ones are refused with 503.
+    pub queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            max_batch: 32,
+            max_wait: Duration::ZERO,
+            queue: 256,
+        }
+    }
+}
+
+/// One classification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// The most probable digit.
+    pub digit: u8,
+    /// Its probability.
+    pub probability: f32,
+    /// Softmax over the ten digits.
+    pub probabilities: [f32; CLASSES],
+    /// Wall time of the forward pass that produced it.
+    pub forward_time: Duration,
+    /// Images in that forward pass.
+    pub batch_size: usize,
+}
+
+impl Prediction {
+    fn from_probabilities(
+        probabilities: [f32; CLASSES],
+        forward_time: Duration,
+        batch_size: usize,
+    ) -> Self {
+        let (digit, probability) =
+            probabilities
+                .iter()
+                .copied()
+                .enumerate()
+                .fold(
+                    (0, f32::MIN),
+                    |best, (i, p)| if p > best.1 { (i, p) } else { best },
+                );
+        Prediction {
+            digit: digit as u8,
+            probability,
+            probabilities,
+            forward_time,
+            batch_size,
+        }
+    }
+}
+
+type Reply = Result<Prediction, String>;
+
+struct Job {
+    input: Vec<f32>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Handle to the model workers; cheap to clone. Workers exit when the last handle drops.
+#[derive(Clone)]
+pub struct Engine {
+    tx: Sender<Job>,
+    net: Arc<Net>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("queued", &self.tx.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Starts `config.workers` threads sharing `net` read-only.
+    pub fn start(net: Arc<Net>, config: EngineConfig) -> std::io::Result<Self> {
+        let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
+        for i in 0..config.workers.max(1) {
+            let rx = rx.clone();
+            let net = Arc::clone(&net);
+            thread::Builder::new()
+                .name(format!("model-{i}"))
+                .spawn(move || worker(&net, &rx, config))?;
+        }
+        Ok(Self { tx, net })
+    }
+
+    /// The shared network (for callers that batch themselves, such as evaluation).
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// Queues one normalised 28×28 input and waits for its prediction.
+    pub async fn predict(&self, input: Vec<f32>) -> Result<Prediction, ApiError> {
+        let rx = self.enqueue(input)?;
+        match rx.await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(ApiError::Internal(anyhow::anyhow!("inference failed: {e}"))),
+            Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
+                "inference worker dropped the request"
+            ))),
+        }
+    }
+
+    fn enqueue(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Reply>, ApiError> {
+        if input.len() != IMAGE_PIXELS {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "input has {} values, expected {IMAGE_PIXELS}",
+                input.len()
+            )));
+        }
+        let (reply, rx) = oneshot::channel();
+        match self.tx.try_send(Job { input, reply }) {
+            Ok(()) => Ok(rx),
+            Err(TrySendError::Full(_)) => Err(ApiError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => Err(ApiError::Internal(anyhow::anyhow!(
+                "inference workers are gone"
+            ))),
+        }
+    }
+}
+
+fn worker(net: &Net, rx: &Receiver<Job>, config: EngineConfig) {
+    let max_batch = config.max_batch.max(1);
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut pixels: Vec<f32> = Vec::with_capacity(max_batch * IMAGE_PIXELS);
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        let deadline = Instant::now() + config.max_wait;
+        while jobs.len() < max_batch {
+            // Whatever is already queued joins for free; waiting for more is optional.
+            match rx.try_recv() {
+                Ok(job) => {
+                    jobs.push(job);
+                    continue;
+                }
+                Err(_) if config.max_wait.is_zero() => break,
+                Err(_) => {}
+            }
+            match rx.recv_deadline(deadline) {
+                Ok(job) => jobs.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        // Callers that gave up (client went away) need no forward pass.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        pixels.clear();
+        for j in &jobs {
+            pixels.extend_from_slice(&j.input);
+        }
+        let started = Instant::now();
+        // A panic in the model must cost one batch, not the worker.
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, &pixels, jobs.len())))
+                .unwrap_or_else(|_| Err("model panicked".to_string()));
+        let elapsed = started.elapsed();
+        let n = jobs.len();
+        match result {
+            Ok(rows) => {
+                for (job, row) in jobs.drain(..).zip(rows) {
+                    let _ = job
+                        .reply
+                        .send(Ok(Prediction::from_probabilities(row, elapsed, n)));
+                }
+            }
+            Err(e) => {
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Probabilities for `n` normalised images laid end to end in `pixels`.
+pub fn forward(net: &Net, pixels: &[f32], n: usize) -> Result<Vec<[f32; CLASSES]>, String> {
+    let run = || -> candle_core::Result<Vec<Vec<f32>>> {
+        let xs = Tensor::from_slice(pixels, (n, 1, IMAGE_SIDE, IMAGE_SIDE), &Device::Cpu)?;
+        net.probabilities(&xs)?.to_vec2::<f32>()
+    };
+    let rows = run().map_err(|e| e.to_string())?;
+    rows.into_iter()
+        .map(|r| {
+            <[f32; CLASSES]>::try_from(r.as_slice())
+                .map_err(|_| format!("model returned {} classes", r.len()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::DType;
+    use candle_nn::{VarBuilder, VarMap};
+
+    fn engine(config: EngineConfig) -> Engine {
+        let varmap = VarMap::new();
+        let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
+        crate::model::init_deterministic(&varmap, 5).unwrap();
+        Engine::start(Arc::new(net), config).unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_each_get_their_own_answer() {
+        let e = engine(EngineConfig {
+            workers: 2,
+            max_batch: 8,
+            max_wait: Duration::from_millis(2),
+            queue: 64,
+        });
+        let inputs: Vec<Vec<f32>> = (0..20)
+            .map(|i| {
+                (0..IMAGE_PIXELS)
+                    .map(|j| ((i * 31 + j) % 17) as f32 / 17.0)
+                    .collect()
+            })
+            .collect();
+        let alone: Vec<[f32; CLASSES]> = inputs
+            .iter()
+            .map(|x| forward(e.net(), x, 1).unwrap()[0])
+            .collect();
+        let handles: Vec<_> = inputs
+            .iter()
+            .cloned()
+            .map(|x| {
+                let e = e.clone();
+                tokio::spawn(async move { e.predict(x).await.unwrap() })
+            })
+            .collect();
+        for (h, want) in handles.into_iter().zip(alone) {
+            let got = h.await.unwrap();
+            for (a, b) in got.probabilities.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5);
+            }
+            let sum: f32 = got.probabilities.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4);
+            assert_eq!(got.probability, got.probabilities[got.digit as usize]);
+        }
+    }
+
+    #[tokio::test]
+    async fn full_queue_answers_overloaded() {
+        let e = engine(EngineConfig {
+            workers: 1,
+            max_batch: 1,
+            max_wait: Duration::ZERO,
+            queue: 1,
+        });
+        // Flood synchronously: with a queue of one, some must be refused at once.
+        let receivers: Vec<_> = (0..50)
+            .map(|_| e.enqueue(vec![0.0; IMAGE_PIXELS]))
+            .collect();
+        assert!(receivers
+            .iter()
+            .any(|r| matches!(r, Err(ApiError::Overloaded))));
+        for r in receivers.into_iter().flatten() {
+            assert!(r.await.unwrap().is_ok());
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_input_size_is_an_error_not_a_panic() {
+        let e = engine(EngineConfig::default());
+        assert!(matches!(
+            e.predict(vec![0.0; 3]).await,
+            Err(ApiError::Internal(_))
+        ));
+    }
+}

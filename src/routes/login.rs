@@ -1,0 +1,77 @@
+//! `POST /login`: username and password for a bearer token.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use warp::{Filter, Rejection, Reply};
+
+use super::with_state;
+use crate::error::{ApiError, JSON_BODY_LIMIT};
+use crate::startup::AppState;
+
+/// The request body. Fields are loose (`Value`) so a number or null reads as "missing", like
+/// the original app's `if not username or not password`.
+#[derive(Deserialize)]
+struct Credentials {
+    username: Option<serde_json::Value>,
+    password: Option<serde_json::Value>,
+}
+
+/// `POST /login` `{"username","password"}` → `{"access_token","token_type","expires_in"}`.
+pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("login")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(JSON_BODY_LIMIT))
+        .and(warp::body::bytes())
+        .and(with_state(state))
+        .and_then(|body: bytes::Bytes, state: AppState| async move {
+            login(&body, state).await.map_err(Rejection::from)
+        })
+}
+
+fn non_empty(v: Option<serde_json::Value>) -> Option<String> {
+    match v {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
+    let span = tracing::info_span!("login", enduser.id = tracing::field::Empty);
+    let creds: Credentials = match serde_json::from_slice::<serde_json::Value>(body) {
+        Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
+        Ok(v) if v.is_object() => {
+            serde_json::from_value(v).map_err(|e| ApiError::InvalidJson(e.to_string()))?
+        }
+        Ok(_) => return Err(ApiError::CredentialsRequired),
+    };
+    let (Some(username), Some(password)) = (non_empty(creds.username), non_empty(creds.password))
+    else {
+        return Err(ApiError::CredentialsRequired);
+    };
+    // argon2 takes tens of milliseconds and ~19 MiB: a few at a time, off the executor.
+    let permit = tokio::time::timeout(Duration::from_secs(10), state.login_slots().acquire_owned())
+        .await
+        .map_err(|_| ApiError::Overloaded)?
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let auth = state.auth();
+    let user = username.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        auth.users.verify(&user, &password)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    if !ok {
+        tracing::info!(parent: &span, "failed login attempt");
+        return Err(ApiError::BadCredentials);
+    }
+    span.record("enduser.id", username.as_str());
+    tracing::info!(parent: &span, "user {username} logged in");
+    let token = state.auth().tokens.issue(&username)?;
+    Ok(warp::reply::json(&serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": state.auth().tokens.ttl_secs(),
+    })))
+}

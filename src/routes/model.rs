@@ -1,0 +1,14 @@
+//! `GET /model`: readiness plus what the weights file says about itself.
+
+use warp::{Filter, Rejection, Reply};
+
+use super::with_state;
+use crate::startup::AppState;
+
+/// `GET /model` → the weights' metadata and the SHA-256 of the file.
+pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("model")
+        .and(warp::get())
+        .and(with_state(state))
+        .map(|state: AppState| warp::reply::json(&state.model_info()))
+}

@@ -1,0 +1,193 @@
+//! `POST /predict`: multipart images in field `file` → digit and probabilities.
+//!
+//! One `file` part answers `{"prediction", "probability", "probabilities", "model"}` (the
+//! original app's fields plus more); several answer `{"predictions": [...], "model"}` in the
+//! order the parts were sent.
+
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, TryStreamExt};
+use serde::Serialize;
+use warp::{Filter, Rejection, Reply};
+
+use super::with_state;
+use crate::error::ApiError;
+use crate::inference::Prediction;
+use crate::preprocess::{self, Prepared};
+use crate::startup::{AppState, ModelRef};
+
+/// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
+/// unless the server runs with `--no-auth`.
+pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    warp::path!("predict")
+        .and(warp::post())
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("content-length"))
+        .and(warp::body::stream())
+        .and(with_state(state))
+        .and_then(
+            |authorization: Option<String>,
+             content_type: Option<String>,
+             content_length: Option<String>,
+             body,
+             state: AppState| async move {
+                let request = Request {
+                    authorization,
+                    content_type,
+                    content_length,
+                };
+                predict(request, body, state).await.map_err(Rejection::from)
+            },
+        )
+}
+
+struct Request {
+    authorization: Option<String>,
+    content_type: Option<String>,
+    content_length: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Answer {
+    prediction: u8,
+    probability: f32,
+    probabilities: [f32; 10],
+}
+
+impl From<&Prediction> for Answer {
+    fn from(p: &Prediction) -> Self {
+        Answer {
+            prediction: p.digit,
+            probability: p.probability,
+            probabilities: p.probabilities,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Single<'a> {
+    #[serde(flatten)]
+    answer: Answer,
+    model: &'a ModelRef,
+}
+
+#[derive(Serialize)]
+struct Many<'a> {
+    predictions: Vec<Answer>,
+    model: &'a ModelRef,
+}
+
+async fn predict(
+    req: Request,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + 'static,
+    state: AppState,
+) -> Result<warp::reply::Response, ApiError> {
+    if state.auth().required {
+        state
+            .auth()
+            .tokens
+            .verify_header(req.authorization.as_deref())?;
+    }
+    let _permit = state
+        .in_flight()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::Overloaded)?;
+    let files = read_files(&req, body, &state).await?;
+
+    let limits = state.image_limits();
+    let prepared: Vec<Prepared> = tokio::task::spawn_blocking(move || {
+        files
+            .into_iter()
+            .enumerate()
+            .map(|(index, (name, bytes))| {
+                preprocess::prepare(&bytes, limits).map_err(|source| ApiError::Image {
+                    index,
+                    name,
+                    source,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("image decoding failed: {e}")))??;
+
+    let engine = state.engine();
+    let predictions =
+        futures_util::future::try_join_all(prepared.into_iter().map(|p| engine.predict(p.input)))
+            .await?;
+
+    let model = state.model_ref();
+    let reply = if let [only] = predictions.as_slice() {
+        warp::reply::json(&Single {
+            answer: only.into(),
+            model,
+        })
+    } else {
+        warp::reply::json(&Many {
+            predictions: predictions.iter().map(Answer::from).collect(),
+            model,
+        })
+    };
+    Ok(reply.into_response())
+}
+
+/// Streams the multipart body, keeping the `file` parts, within the body and count limits.
+async fn read_files(
+    req: &Request,
+    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + 'static,
+    state: &AppState,
+) -> Result<Vec<(Option<String>, Bytes)>, ApiError> {
+    let content_type = req.content_type.as_deref().unwrap_or("");
+    let mime = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "multipart/form-data" {
+        let got = if content_type.is_empty() {
+            "no Content-Type".to_string()
+        } else {
+            format!("Content-Type `{content_type}`")
+        };
+        return Err(ApiError::NotMultipart(got));
+    }
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|e| ApiError::BadMultipart(e.to_string()))?;
+    let max = state.max_body_bytes();
+    // A declared length over the limit is refused before a single byte is read.
+    if let Some(len) = req.content_length.as_deref() {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n > max => return Err(ApiError::BodyTooLarge(max)),
+            Ok(_) => {}
+            Err(_) => return Err(ApiError::BadHeader("invalid Content-Length".into())),
+        }
+    }
+    let stream = body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()));
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max));
+    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let max_files = state.max_files();
+    let mut files = Vec::new();
+    let multer_err = |e: multer::Error| match e {
+        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
+            ApiError::BodyTooLarge(max)
+        }
+        other => ApiError::BadMultipart(other.to_string()),
+    };
+    while let Some(field) = multipart.next_field().await.map_err(multer_err)? {
+        if field.name() != Some("file") {
+            continue;
+        }
+        if files.len() == max_files {
+            return Err(ApiError::TooManyFiles(max_files));
+        }
+        let name = field.file_name().map(str::to_string);
+        let bytes = field.bytes().await.map_err(multer_err)?;
+        files.push((name, bytes));
+    }
+    if files.is_empty() {
+        return Err(ApiError::NoFile);
+    }
+    Ok(files)
+}
