@@ -37,7 +37,7 @@ fmt:
 
 ## data: download the four MNIST files into $(MNIST_DIR), checksums verified
 data:
-	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR) --epochs 0 --out /dev/null
+	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR)
 
 bench:
 	$(CARGO) bench

@@ -273,7 +273,16 @@ fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
 /// Writes the variables and metadata to `path` atomically (see [`write_atomic`]).
 pub fn save(path: &Path, varmap: &VarMap, metadata: &Metadata) -> Result<(), WeightsError> {
     let bytes = to_bytes(path, varmap, metadata)?;
-    write_atomic(path, |f| f.write_all(&bytes)).map_err(|source| WeightsError::Io {
+    write_atomic(path, |f| {
+        // Temporary files are created owner-only; weights are not a secret.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        }
+        f.write_all(&bytes)
+    })
+    .map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -43,7 +43,7 @@ struct Args {
     /// Only evaluate this weights file on the test set; no training.
     #[arg(long, value_name = "WEIGHTS")]
     eval: Option<PathBuf>,
-    /// Download the MNIST files into --data-dir first (skips files already verified).
+    /// Download the MNIST files into --data-dir (skipping files already verified), then exit.
     #[arg(long)]
     download: bool,
     /// Download from this base URL instead of the default mirror.
@@ -58,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.download {
         data::download::fetch_all(&args.mirror, &args.data_dir, true)?;
+        return Ok(());
     }
     if let Some(path) = &args.eval {
         return eval(path, &args);
