@@ -45,9 +45,6 @@ pub enum ApiError {
     /// More `file` parts than allowed.
     #[error("too many files: at most {0} images per request")]
     TooManyFiles(usize),
-    /// A body was sent without a length where one is required.
-    #[error("Content-Length header required")]
-    LengthRequired,
     /// A header is missing or malformed.
     #[error("bad request header: {0}")]
     BadHeader(String),
@@ -102,7 +99,6 @@ impl ApiError {
             NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
             TooManyFiles(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
             BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
-            LengthRequired => (StatusCode::LENGTH_REQUIRED, "length_required"),
             BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header"),
             Image { source, .. } => source.status_and_code(),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
@@ -155,19 +151,7 @@ fn from_warp(err: &Rejection) -> ApiError {
         ApiError::NotFound
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::MethodNotAllowed
-    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
-        // Only JSON bodies go through warp's own limit; images use the streaming one.
-        ApiError::BodyTooLarge(JSON_BODY_LIMIT)
-    } else if let Some(e) = err.find::<warp::filters::body::BodyDeserializeError>() {
-        let detail = std::error::Error::source(e).map_or_else(|| e.to_string(), |s| s.to_string());
-        ApiError::InvalidJson(detail)
-    } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
-        ApiError::InvalidJson("expected Content-Type: application/json".into())
-    } else if err.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::LengthRequired
     } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
-        ApiError::BadHeader(e.to_string())
-    } else if let Some(e) = err.find::<warp::reject::MissingHeader>() {
         ApiError::BadHeader(e.to_string())
     } else {
         ApiError::Internal(anyhow::anyhow!("unhandled rejection: {err:?}"))

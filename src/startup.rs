@@ -47,6 +47,7 @@ struct Inner {
     max_body_bytes: u64,
     max_files: usize,
     in_flight: Arc<Semaphore>,
+    decode_slots: Arc<Semaphore>,
     login_slots: Arc<Semaphore>,
 }
 
@@ -86,6 +87,11 @@ impl AppState {
     /// Permits for /predict requests in progress.
     pub fn in_flight(&self) -> Arc<Semaphore> {
         Arc::clone(&self.0.in_flight)
+    }
+    /// Permits for image decodes running at once: decoding is CPU- and memory-heavy, so more
+    /// than a few per core only adds memory, not throughput.
+    pub fn decode_slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.0.decode_slots)
     }
     /// Permits for password checks in progress.
     pub fn login_slots(&self) -> Arc<Semaphore> {
@@ -128,6 +134,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", args.bind))?;
         let addr = listener.local_addr()?;
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let state = AppState(Arc::new(Inner {
             engine,
             auth,
@@ -136,7 +143,8 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             max_files: args.max_files.max(1),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
-            login_slots: Arc::new(Semaphore::new(4)),
+            decode_slots: Arc::new(Semaphore::new(2 * cores)),
+            login_slots: Arc::new(Semaphore::new(cores.max(2))),
         }));
         Ok(Self {
             listener,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use warp::{Filter, Rejection, Reply};
 
-use super::with_state;
+use super::{read_limited, with_state};
 use crate::error::{ApiError, JSON_BODY_LIMIT};
 use crate::startup::AppState;
 
@@ -21,11 +21,15 @@ struct Credentials {
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("login")
         .and(warp::post())
-        .and(warp::body::content_length_limit(JSON_BODY_LIMIT))
-        .and(warp::body::bytes())
+        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::body::stream())
         .and(with_state(state))
-        .and_then(|body: bytes::Bytes, state: AppState| async move {
-            login(&body, state).await.map_err(Rejection::from)
+        .and_then(|declared: Option<u64>, body, state: AppState| async move {
+            let result = async {
+                let body = read_limited(declared, body, JSON_BODY_LIMIT).await?;
+                login(&body, state).await
+            };
+            result.await.map_err(Rejection::from)
         })
 }
 

@@ -95,7 +95,13 @@ async fn predict(
     let files = read_files(&req, body, &state).await?;
 
     let limits = state.image_limits();
+    let slot = state
+        .decode_slots()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?;
     let prepared: Vec<Prepared> = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         files
             .into_iter()
             .enumerate()

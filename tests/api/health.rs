@@ -1,0 +1,25 @@
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn health_answers_ok() {
+    let app = spawn_app().await;
+    let res = app.get("/health").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<serde_json::Value>().await.unwrap(),
+        serde_json::json!({"status": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn model_endpoint_describes_the_loaded_weights() {
+    let app = spawn_app().await;
+    let res = app.get("/model").await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["version"], mnist_api::model::ARCHITECTURE);
+    assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
+    assert!(body["metadata"]["test_accuracy"].as_f64().unwrap() >= 0.993);
+    assert!(body["metadata"]["created"].is_string());
+}
