@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 fn run(bin: &str, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(bin)
         .args(args)
+        .env("OTEL_TRACES_EXPORTER", "none")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -59,14 +60,22 @@ fn user_errors_name_the_file_and_exit_non_zero() {
     let u = users.to_str().unwrap();
     let o = api(&["--users", u, "user", "remove", "ghost"], "");
     assert!(!o.status.success());
-    assert!(text(&o).contains(&format!("{u}: no user `ghost`")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{u}: no user `ghost`")),
+        "{}",
+        text(&o)
+    );
     let o = api(&["--users", u, "user", "add", "bob"], "");
     assert!(!o.status.success());
     assert!(text(&o).contains("no password on stdin"), "{}", text(&o));
     std::fs::write(&users, "{broken").unwrap();
     let o = api(&["--users", u, "user", "list"], "");
     assert!(!o.status.success());
-    assert!(text(&o).contains(&format!("{u}: invalid users file")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{u}: invalid users file")),
+        "{}",
+        text(&o)
+    );
     // A broken users file also stops the server before it listens.
     let weights = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/mnist_cnn.safetensors");
     let o = api(
@@ -74,7 +83,11 @@ fn user_errors_name_the_file_and_exit_non_zero() {
         "",
     );
     assert!(!o.status.success());
-    assert!(text(&o).contains(&format!("{u}: invalid users file")), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("{u}: invalid users file")),
+        "{}",
+        text(&o)
+    );
 }
 
 #[test]

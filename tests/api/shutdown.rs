@@ -7,7 +7,9 @@ use crate::helpers::{png, weights_path};
 
 fn binary() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mnist-api"));
-    c.env_remove("SECRET_KEY").env("RUST_LOG", "info");
+    c.env_remove("SECRET_KEY")
+        .env("RUST_LOG", "info")
+        .env("OTEL_TRACES_EXPORTER", "none");
     c
 }
 
@@ -44,7 +46,7 @@ async fn sigterm_lets_the_request_in_flight_finish() {
         .args(["--bind", "127.0.0.1:0", "--no-auth", "--weights"])
         .arg(weights_path())
         .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
+        .env("OTEL_TRACES_EXPORTER", "none")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
