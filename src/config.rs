@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// /predict requests decoded or waiting at once; beyond that 503.
     #[arg(long, env = "MNIST_API_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Where spans go: comma-separated `jaeger` (agent, UDP to JAEGER_AGENT_HOST:JAEGER_AGENT_PORT),
+    /// `otlp` (OTEL_EXPORTER_OTLP_*), `console`, or `none`.
+    #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "jaeger")]
+    pub traces_exporter: String,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "MNIST_API_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,

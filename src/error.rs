@@ -158,13 +158,27 @@ fn from_warp(err: &Rejection) -> ApiError {
     }
 }
 
-/// The `recover` handler: every rejection becomes a JSON error response.
+/// The `recover` handler: every rejection becomes a JSON error response, recorded on the
+/// request span as an `exception` event.
 pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
-    if let Some(api) = err.find::<ApiError>() {
-        if let ApiError::Internal(cause) = api {
-            tracing::error!(error = %format!("{cause:#}"), "request failed");
+    let fallback;
+    let api = match err.find::<ApiError>() {
+        Some(api) => api,
+        None => {
+            fallback = from_warp(&err);
+            &fallback
         }
-        return Ok(api.to_response());
+    };
+    let (status, code) = api.status_and_code();
+    if let ApiError::Internal(cause) = api {
+        tracing::error!(error = %format!("{cause:#}"), "request failed");
     }
-    Ok(from_warp(&err).to_response())
+    tracing::Span::current().record("error.type", code);
+    tracing::info!(
+        exception.message = %api,
+        exception.type = code,
+        http.response.status_code = status.as_u16() as i64,
+        "exception"
+    );
+    Ok(api.to_response())
 }

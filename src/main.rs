@@ -11,7 +11,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::User { action }) = &cli.command {
         return user_admin::run(action, &cli.serve.users);
     }
-    telemetry::init();
+    let exporters = telemetry::parse_exporters(&cli.serve.traces_exporter)?;
+    let _telemetry = telemetry::init(&exporters)?;
     let app = Application::build(&cli.serve, ServeArgs::secret_from_env()).await?;
     tracing::info!(address = %app.local_addr(), "listening");
     app.run_until(shutdown_signal()).await;

@@ -67,7 +67,7 @@ async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;
     if !ok {
-        tracing::info!(parent: &span, "failed login attempt");
+        tracing::info!(parent: &span, error = "bad username or password");
         return Err(ApiError::BadCredentials);
     }
     span.record("enduser.id", username.as_str());

@@ -4,6 +4,7 @@ mod health;
 mod login;
 mod model;
 mod predict;
+mod request_span;
 
 use std::convert::Infallible;
 
@@ -16,11 +17,15 @@ use crate::startup::AppState;
 pub fn api(
     state: AppState,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
-    health::route()
+    let routes = health::route()
         .or(model::route(state.clone()))
         .or(login::route(state.clone()))
-        .or(predict::route(state))
+        .or(predict::route(state));
+    request_span::record_client()
+        .and(routes)
         .recover(handle_rejection)
+        .map(|reply| request_span::finish(Reply::into_response(reply)))
+        .with(warp::trace(request_span::start))
 }
 
 /// Reads a whole body of at most `limit` bytes, refusing larger ones as soon as they cross the

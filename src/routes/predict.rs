@@ -7,11 +7,13 @@
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
 use crate::error::ApiError;
-use crate::inference::Prediction;
+use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, Prepared};
 use crate::startup::{AppState, ModelRef};
 
@@ -100,27 +102,26 @@ async fn predict(
         .acquire_owned()
         .await
         .map_err(|e| ApiError::Internal(e.into()))?;
+    let request_span = Span::current();
     let prepared: Vec<Prepared> = tokio::task::spawn_blocking(move || {
         let _slot = slot;
         files
             .into_iter()
             .enumerate()
-            .map(|(index, (name, bytes))| {
-                preprocess::prepare(&bytes, limits).map_err(|source| ApiError::Image {
-                    index,
-                    name,
-                    source,
-                })
-            })
+            .map(|(index, (name, bytes))| decode(&request_span, index, name, &bytes, limits))
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|e| ApiError::Internal(anyhow::anyhow!("image decoding failed: {e}")))??;
 
-    let engine = state.engine();
-    let predictions =
-        futures_util::future::try_join_all(prepared.into_iter().map(|p| engine.predict(p.input)))
-            .await?;
+    let model = state.model_ref();
+    let predictions = futures_util::future::try_join_all(
+        prepared
+            .into_iter()
+            .enumerate()
+            .map(|(index, p)| classify(state.engine(), model, index, p.input)),
+    )
+    .await?;
 
     let model = state.model_ref();
     let reply = if let [only] = predictions.as_slice() {
@@ -135,6 +136,74 @@ async fn predict(
         })
     };
     Ok(reply.into_response())
+}
+
+/// Decodes and normalises one image inside its own `decode` span.
+fn decode(
+    parent: &Span,
+    index: usize,
+    name: Option<String>,
+    bytes: &[u8],
+    limits: preprocess::ImageLimits,
+) -> Result<Prepared, ApiError> {
+    let span = tracing::info_span!(
+        parent: parent,
+        "decode",
+        image.index = index as i64,
+        image.bytes = bytes.len() as i64,
+        image.format = Empty,
+        image.width = Empty,
+        image.height = Empty,
+        image.inverted = Empty,
+    );
+    let _entered = span.enter();
+    match preprocess::prepare(bytes, limits) {
+        Ok(p) => {
+            span.record("image.format", p.format);
+            span.record("image.width", p.width as i64);
+            span.record("image.height", p.height as i64);
+            span.record("image.inverted", p.inverted);
+            Ok(p)
+        }
+        Err(source) => {
+            tracing::info!(error = %source);
+            Err(ApiError::Image {
+                index,
+                name,
+                source,
+            })
+        }
+    }
+}
+
+/// Runs one image through the model inside a `prediction` span carrying the answer.
+async fn classify(
+    engine: &Engine,
+    model: &ModelRef,
+    index: usize,
+    input: Vec<f32>,
+) -> Result<Prediction, ApiError> {
+    let span = tracing::info_span!(
+        "prediction",
+        image.index = index as i64,
+        prediction = Empty,
+        probability = Empty,
+        model.version = %model.version,
+        model.sha256 = %model.sha256,
+        inference.time_ms = Empty,
+        inference.batch_size = Empty,
+    );
+    let result = engine.predict(input).instrument(span.clone()).await;
+    match &result {
+        Ok(p) => {
+            span.record("prediction", p.digit as i64);
+            span.record("probability", p.probability as f64);
+            span.record("inference.time_ms", p.forward_time.as_secs_f64() * 1e3);
+            span.record("inference.batch_size", p.batch_size as i64);
+        }
+        Err(e) => tracing::info!(parent: &span, error = %e),
+    }
+    result
 }
 
 /// Streams the multipart body, keeping the `file` parts, within the body and count limits.

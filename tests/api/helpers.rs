@@ -48,7 +48,7 @@ fn users_json() -> &'static [u8] {
 /// Starts the app with a known user and secret, plus any extra flags.
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
-        mnist_api::telemetry::init();
+        mnist_api::telemetry::install(None);
     }
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");

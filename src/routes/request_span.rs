@@ -1,0 +1,109 @@
+//! One server span per HTTP request, named and attributed per the OpenTelemetry HTTP semantic
+//! conventions, joined to the caller's trace (W3C `traceparent`), and echoed back to the caller
+//! as `traceresponse` / `x-trace-id` so the trace can be found in Jaeger.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use opentelemetry::propagation::Extractor;
+use opentelemetry::trace::TraceContextExt;
+use tracing::field::Empty;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use warp::http::{HeaderMap, HeaderValue};
+use warp::reply::Response;
+use warp::trace::Info;
+use warp::Filter;
+
+/// The routes this server knows; anything else is reported without a route, so unknown
+/// paths cannot blow up the number of distinct span names.
+const ROUTES: [&str; 4] = ["/health", "/model", "/login", "/predict"];
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Creates the server span for a request (used with `warp::trace`).
+pub fn start(info: Info<'_>) -> Span {
+    let method = info.method().as_str();
+    let path = info.path();
+    let route = ROUTES.iter().find(|r| **r == path).copied();
+    let name = match route {
+        Some(r) => format!("{method} {r}"),
+        None => method.to_string(),
+    };
+    let host = info.host().unwrap_or("");
+    let (server_address, server_port) = match host.rsplit_once(':') {
+        // i64 because tracing-opentelemetry turns unsigned fields into strings.
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<i64>().ok()),
+        _ => (host, None),
+    };
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %method,
+        http.route = route,
+        url.path = %path,
+        http.response.status_code = Empty,
+        server.address = server_address,
+        server.port = server_port,
+        client.address = Empty,
+        user_agent.original = info.user_agent(),
+        error.type = Empty,
+        trace_id = Empty,
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&Headers(info.request_headers()))
+    });
+    span.set_parent(parent);
+    // Recorded as a field so every log line inside the request carries it.
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
+}
+
+/// Records the peer address on the request span (warp's trace `Info` does not carry it).
+pub fn record_client() -> impl Filter<Extract = (), Error = Infallible> + Clone {
+    warp::addr::remote()
+        .map(|addr: Option<SocketAddr>| {
+            if let Some(a) = addr {
+                Span::current().record("client.address", tracing::field::display(a.ip()));
+            }
+        })
+        .untuple_one()
+}
+
+/// Records the status on the current request span and returns its trace id to the caller.
+pub fn finish(mut res: Response) -> Response {
+    let span = Span::current();
+    let status = res.status();
+    span.record("http.response.status_code", status.as_u16() as i64);
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
+    }
+    let context = span.context();
+    let sc = context.span().span_context().clone();
+    if sc.is_valid() {
+        let flags = if sc.is_sampled() { "01" } else { "00" };
+        let value = format!("00-{}-{}-{flags}", sc.trace_id(), sc.span_id());
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            res.headers_mut().insert("traceresponse", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&sc.trace_id().to_string()) {
+            res.headers_mut().insert("x-trace-id", v);
+        }
+    }
+    res
+}

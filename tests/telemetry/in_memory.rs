@@ -1,0 +1,215 @@
+//! Span trees and attributes, read back from the SDK's in-memory exporter.
+
+use opentelemetry::trace::{SpanKind, Status, TraceId};
+use opentelemetry::Value;
+use serde_json::json;
+
+use crate::app::{png, spawn_app, PASSWORD, USER};
+use crate::helpers::{attrs, exporter, one, spans_of, trace_id_of};
+
+#[tokio::test]
+async fn health_has_a_server_span_with_a_health_check_child() {
+    exporter();
+    let app = spawn_app().await;
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .header("user-agent", "span-test/1.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let spans = spans_of(trace_id_of(&res)).await;
+    let server = one(&spans, "GET /health");
+    assert_eq!(server.span_kind, SpanKind::Server);
+    let a = attrs(server);
+    assert_eq!(a["http.request.method"], Value::from("GET"));
+    assert_eq!(a["http.route"], Value::from("/health"));
+    assert_eq!(a["url.path"], Value::from("/health"));
+    assert_eq!(a["http.response.status_code"], Value::I64(200));
+    assert_eq!(a["server.address"], Value::from("127.0.0.1"));
+    assert_eq!(a["server.port"], Value::I64(app.addr.port() as i64));
+    assert_eq!(a["client.address"], Value::from("127.0.0.1"));
+    assert_eq!(a["user_agent.original"], Value::from("span-test/1.0"));
+    let check = one(&spans, "health-check");
+    assert_eq!(check.parent_span_id, server.span_context.span_id());
+    assert_eq!(
+        server.resource.get("service.name".into()),
+        Some(Value::from("mnist-api"))
+    );
+}
+
+#[tokio::test]
+async fn login_span_names_the_user_and_never_the_secrets() {
+    exporter();
+    let app = spawn_app().await;
+    let res = app
+        .login_json(json!({"username": USER, "password": PASSWORD}))
+        .await;
+    let trace = trace_id_of(&res);
+    let token = res.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spans = spans_of(trace).await;
+    let server = one(&spans, "POST /login");
+    let login = one(&spans, "login");
+    assert_eq!(login.parent_span_id, server.span_context.span_id());
+    assert_eq!(attrs(login)["enduser.id"], Value::from(USER));
+    let everything = format!("{spans:?}");
+    assert!(!everything.contains(PASSWORD));
+    assert!(!everything.contains(&token));
+}
+
+#[tokio::test]
+async fn prediction_span_carries_the_answer_as_typed_attributes() {
+    exporter();
+    let app = spawn_app().await;
+    let token = app.token().await;
+    let Some(test) = crate::app::mnist_test() else {
+        return;
+    };
+    let res = app
+        .predict(Some(&token), vec![png(crate::app::digit_image(test, 0))])
+        .await;
+    assert_eq!(res.status(), 200);
+    let trace = trace_id_of(&res);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let spans = spans_of(trace).await;
+    let server = one(&spans, "POST /predict");
+    let decode = one(&spans, "decode");
+    let prediction = one(&spans, "prediction");
+    assert_eq!(decode.parent_span_id, server.span_context.span_id());
+    assert_eq!(prediction.parent_span_id, server.span_context.span_id());
+    let d = attrs(decode);
+    assert_eq!(d["image.format"], Value::from("png"));
+    assert_eq!(d["image.width"], Value::I64(28));
+    assert_eq!(d["image.inverted"], Value::Bool(false));
+    let p = attrs(prediction);
+    assert_eq!(
+        p["prediction"],
+        Value::I64(body["prediction"].as_i64().unwrap())
+    );
+    match &p["probability"] {
+        Value::F64(v) => assert_eq!(
+            *v as f32 as f64,
+            body["probability"].as_f64().unwrap() as f32 as f64
+        ),
+        other => panic!("probability is not a float: {other:?}"),
+    }
+    assert_eq!(
+        p["model.sha256"],
+        Value::from(body["model"]["sha256"].as_str().unwrap().to_string())
+    );
+    assert!(matches!(p["inference.time_ms"], Value::F64(_)));
+}
+
+#[tokio::test]
+async fn several_images_get_one_prediction_span_each() {
+    exporter();
+    let Some(test) = crate::app::mnist_test() else {
+        return;
+    };
+    let app = spawn_app().await;
+    let token = app.token().await;
+    let files = (0..3)
+        .map(|i| png(crate::app::digit_image(test, i)))
+        .collect();
+    let res = app.predict(Some(&token), files).await;
+    let trace = trace_id_of(&res);
+    let body: serde_json::Value = res.json().await.unwrap();
+    let spans = spans_of(trace).await;
+    let mut predictions: Vec<_> = spans.iter().filter(|s| s.name == "prediction").collect();
+    assert_eq!(predictions.len(), 3);
+    predictions.sort_by_key(|s| match attrs(s)["image.index"] {
+        Value::I64(i) => i,
+        _ => panic!("no image.index"),
+    });
+    for (span, answer) in predictions
+        .iter()
+        .zip(body["predictions"].as_array().unwrap())
+    {
+        assert_eq!(
+            attrs(span)["prediction"],
+            Value::I64(answer["prediction"].as_i64().unwrap())
+        );
+    }
+    assert_eq!(spans.iter().filter(|s| s.name == "decode").count(), 3);
+}
+
+#[tokio::test]
+async fn errors_are_recorded_on_the_spans() {
+    exporter();
+    let app = spawn_app().await;
+    let token = app.token().await;
+    let blank = png(image::GrayImage::from_pixel(30, 30, image::Luma([255])));
+    let res = app.predict(Some(&token), vec![blank]).await;
+    assert_eq!(res.status(), 422);
+    let spans = spans_of(trace_id_of(&res)).await;
+    let server = one(&spans, "POST /predict");
+    let a = attrs(server);
+    assert_eq!(a["http.response.status_code"], Value::I64(422));
+    assert_eq!(a["error.type"], Value::from("blank_image"));
+    // 4xx is the client's fault: the server span stays unset, per the HTTP conventions...
+    assert_eq!(server.status, Status::Unset);
+    let exception = server
+        .events
+        .iter()
+        .find(|e| e.name == "exception")
+        .expect("exception event on the server span");
+    let message = exception
+        .attributes
+        .iter()
+        .find(|kv| kv.key.as_str() == "exception.message")
+        .unwrap();
+    assert!(message.value.as_str().contains("image is blank"));
+    // ...while the decode span, where it failed, is marked as an error.
+    let decode = one(&spans, "decode");
+    assert!(
+        matches!(decode.status, Status::Error { .. }),
+        "{:?}",
+        decode.status
+    );
+
+    let res = app.predict(None, vec![]).await;
+    assert_eq!(res.status(), 401);
+    let spans = spans_of(trace_id_of(&res)).await;
+    assert_eq!(
+        attrs(one(&spans, "POST /predict"))["error.type"],
+        Value::from("missing_token")
+    );
+}
+
+#[tokio::test]
+async fn callers_trace_context_is_joined_and_echoed() {
+    exporter();
+    let app = spawn_app().await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    let res = app
+        .client
+        .get(app.url("/health"))
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .header("tracestate", "vendor=value")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-trace-id"], trace);
+    let echoed = res.headers()["traceresponse"].to_str().unwrap().to_string();
+    assert!(echoed.starts_with(&format!("00-{trace}-")), "{echoed}");
+    let spans = spans_of(TraceId::from_hex(trace).unwrap()).await;
+    let server = one(&spans, "GET /health");
+    assert_eq!(format!("{}", server.parent_span_id), parent);
+    assert!(echoed.contains(&server.span_context.span_id().to_string()));
+}
+
+#[tokio::test]
+async fn unknown_paths_do_not_become_span_names() {
+    exporter();
+    let app = spawn_app().await;
+    let res = app.get("/admin/../etc/passwd-12345").await;
+    assert_eq!(res.status(), 404);
+    let spans = spans_of(trace_id_of(&res)).await;
+    let server = one(&spans, "GET");
+    assert!(!attrs(server).contains_key("http.route"));
+}

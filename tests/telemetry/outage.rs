@@ -1,0 +1,41 @@
+//! With no agent and a collector that never answers, requests still succeed and shutdown is
+//! prompt: telemetry must never take the service down with it.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::{post_digit, spawn_binary, terminate};
+
+#[tokio::test]
+async fn dead_exporters_do_not_break_requests_or_shutdown() {
+    // A UDP port nobody listens on, and a TCP port that accepts nothing (never read).
+    let closed_udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = closed_udp.local_addr().unwrap().port();
+    drop(closed_udp);
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_port = black_hole.local_addr().unwrap().port();
+
+    let (mut child, addr) = spawn_binary(&[
+        ("OTEL_TRACES_EXPORTER", "jaeger,otlp".into()),
+        ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
+        ("JAEGER_AGENT_PORT", udp_port.to_string()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{tcp_port}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "30".into()),
+    ])
+    .await;
+    for _ in 0..40 {
+        assert_eq!(post_digit(&addr).await.status(), 200);
+    }
+    let started = Instant::now();
+    let status = terminate(&mut child, Duration::from_secs(20)).await;
+    assert!(status.success(), "{status}");
+    // Flushing gives up after a few seconds instead of waiting out the 30 s export timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(black_hole);
+}
