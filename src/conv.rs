@@ -153,6 +153,8 @@ pub struct Conv {
     bias: Tensor,
     win: Window,
     out_channels: usize,
+    /// The matmul operand built from `weight` and `bias`, kept once weights stop changing.
+    frozen: Option<Tensor>,
 }
 
 impl Conv {
@@ -178,7 +180,33 @@ impl Conv {
             bias,
             win,
             out_channels: out_c,
+            frozen: None,
         })
+    }
+
+    /// Builds the kernel matrix once, for inference: a training step would update the
+    /// weights in place and leave the copy stale, so only frozen (loaded) models do this.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.frozen = Some(self.kernel()?);
+        Ok(())
+    }
+
+    /// `(k*k*in + 1, out)`: the weights as `(ky, kx, in)` rows to match the patch columns,
+    /// then the bias as one more row, matched by a column of ones in the patches, so its
+    /// gradient comes out of the same matmul instead of a slow reduction over every position.
+    fn kernel(&self) -> Result<Tensor> {
+        if let Some(k) = &self.frozen {
+            return Ok(k.clone());
+        }
+        Tensor::cat(
+            &[
+                self.weight
+                    .permute((2, 3, 1, 0))?
+                    .reshape(((), self.out_channels))?,
+                self.bias.unsqueeze(0)?,
+            ],
+            0,
+        )
     }
 }
 
@@ -188,19 +216,7 @@ impl Module for Conv {
         let (b, h, w, _) = xs.dims4()?;
         let (ho, wo) = (self.win.out(h), self.win.out(w));
         let cols = xs.contiguous()?.apply_op1(Im2Col(self.win))?;
-        // (out, in, ky, kx) -> (ky, kx, in, out) to match the patch column order; the bias is
-        // one more row, matched by a column of ones in the patches, so its gradient comes out
-        // of the same matmul instead of a slow reduction over every position.
-        let kernel = Tensor::cat(
-            &[
-                self.weight
-                    .permute((2, 3, 1, 0))?
-                    .reshape(((), self.out_channels))?,
-                self.bias.unsqueeze(0)?,
-            ],
-            0,
-        )?;
-        cols.matmul(&kernel)?
+        cols.matmul(&self.kernel()?)?
             .reshape((b, ho, wo, self.out_channels))
     }
 }
@@ -220,6 +236,27 @@ mod tests {
         ys.permute((0, 2, 3, 1)).unwrap()
     }
 
+    /// A layer with random weights.
+    fn random_conv(in_c: usize, out_c: usize, win: Window) -> Conv {
+        let dev = Device::Cpu;
+        let vb = VarBuilder::from_tensors(
+            [
+                (
+                    "weight".to_string(),
+                    Tensor::randn(0f32, 1., (out_c, in_c, win.k, win.k), &dev).unwrap(),
+                ),
+                (
+                    "bias".to_string(),
+                    Tensor::randn(0f32, 1., out_c, &dev).unwrap(),
+                ),
+            ]
+            .into(),
+            DType::F32,
+            &dev,
+        );
+        Conv::new(vb, in_c, out_c, win).unwrap()
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
@@ -235,56 +272,14 @@ mod tests {
 
     #[test]
     fn matches_candle_conv2d_for_strides_and_padding() {
-        let dev = Device::Cpu;
-        for (h, c, o, win) in [
-            (
-                7,
-                3,
-                4,
-                Window {
-                    k: 3,
-                    stride: 1,
-                    pad: 1,
-                },
-            ),
-            (
-                8,
-                2,
-                5,
-                Window {
-                    k: 3,
-                    stride: 2,
-                    pad: 1,
-                },
-            ),
-            (
-                9,
-                1,
-                2,
-                Window {
-                    k: 5,
-                    stride: 2,
-                    pad: 0,
-                },
-            ),
+        for (h, c, o, (k, stride, pad)) in [
+            (7, 3, 4, (3, 1, 1)),
+            (8, 2, 5, (3, 2, 1)),
+            (9, 1, 2, (5, 2, 0)),
         ] {
-            let vb = VarBuilder::from_tensors(
-                [
-                    (
-                        "weight".to_string(),
-                        Tensor::randn(0f32, 1., (o, c, win.k, win.k), &dev).unwrap(),
-                    ),
-                    (
-                        "bias".to_string(),
-                        Tensor::randn(0f32, 1., o, &dev).unwrap(),
-                    ),
-                ]
-                .into(),
-                DType::F32,
-                &dev,
-            );
-            let conv = Conv::new(vb, c, o, win).unwrap();
-            let xs = Tensor::randn(0f32, 1., (2, h, h, c), &dev).unwrap();
+            let win = Window { k, stride, pad };
+            let conv = random_conv(c, o, win);
+            let xs = Tensor::randn(0f32, 1., (2, h, h, c), &Device::Cpu).unwrap();
             let ours = conv.forward(&xs).unwrap();
             let theirs = reference(&xs, &conv);
             assert_eq!(ours.dims(), theirs.dims());
@@ -293,29 +288,35 @@ mod tests {
     }
 
     #[test]
+    fn frozen_kernel_gives_the_same_output() {
+        let mut conv = random_conv(
+            3,
+            4,
+            Window {
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
+        );
+        let xs = Tensor::randn(0f32, 1., (2, 8, 8, 3), &Device::Cpu).unwrap();
+        let before = conv.forward(&xs).unwrap();
+        conv.freeze().unwrap();
+        let after = conv.forward(&xs).unwrap();
+        assert_eq!(max_diff(&before, &after), 0.0);
+    }
+
+    #[test]
     fn input_gradient_matches_candle_conv2d() {
         let dev = Device::Cpu;
-        let win = Window {
-            k: 3,
-            stride: 2,
-            pad: 1,
-        };
-        let vb = VarBuilder::from_tensors(
-            [
-                (
-                    "weight".to_string(),
-                    Tensor::randn(0f32, 1., (3, 2, 3, 3), &dev).unwrap(),
-                ),
-                (
-                    "bias".to_string(),
-                    Tensor::zeros(3, DType::F32, &dev).unwrap(),
-                ),
-            ]
-            .into(),
-            DType::F32,
-            &dev,
+        let conv = random_conv(
+            2,
+            3,
+            Window {
+                k: 3,
+                stride: 2,
+                pad: 1,
+            },
         );
-        let conv = Conv::new(vb, 2, 3, win).unwrap();
         let xs = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 6, 6, 2), &dev).unwrap()).unwrap();
         let weights = Tensor::randn(0f32, 1., (2, 3, 3, 3), &dev).unwrap();
         let ours = (conv.forward(xs.as_tensor()).unwrap() * &weights)

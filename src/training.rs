@@ -30,7 +30,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            epochs: 6,
+            epochs: 15,
             batch_size: 128,
             lr: 3e-3,
             seed: 1,

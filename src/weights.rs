@@ -223,8 +223,9 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
             format!("not part of architecture `{}`", model::ARCHITECTURE),
         ));
     }
-    let net =
+    let mut net =
         Net::new(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(candle)?;
+    net.freeze().map_err(candle)?;
     Ok(Loaded {
         net,
         metadata,
