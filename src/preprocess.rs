@@ -295,11 +295,11 @@ fn mnist_field(image: &DynamicImage) -> std::result::Result<(Vec<f32>, bool), Im
     Ok((centre_by_mass(&small), inverted))
 }
 
-/// Bounding box of pixels holding a meaningful share of the ink.
-fn ink_box(g: &Gray) -> Option<(u32, u32, u32, u32)> {
+/// Bounding box `(x0, y0, x1, y1)` of the pixels brighter than `threshold`.
+fn bounds_above(g: &Gray, threshold: f32) -> Option<(u32, u32, u32, u32)> {
     let mut bounds: Option<(u32, u32, u32, u32)> = None;
     for (x, y, p) in g.enumerate_pixels() {
-        if p.0[0] > BOX_THRESHOLD {
+        if p.0[0] > threshold {
             bounds = Some(match bounds {
                 None => (x, y, x, y),
                 Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x), d.max(y)),
@@ -309,18 +309,14 @@ fn ink_box(g: &Gray) -> Option<(u32, u32, u32, u32)> {
     bounds
 }
 
+/// Bounding box of pixels holding a meaningful share of the ink.
+fn ink_box(g: &Gray) -> Option<(u32, u32, u32, u32)> {
+    bounds_above(g, BOX_THRESHOLD)
+}
+
 /// Whether every ink pixel lies inside a 20×20 box, as in MNIST's own images.
 fn fits_mnist_box(g: &Gray) -> bool {
-    let mut bounds: Option<(u32, u32, u32, u32)> = None;
-    for (x, y, p) in g.enumerate_pixels() {
-        if p.0[0] > 0.0 {
-            bounds = Some(match bounds {
-                None => (x, y, x, y),
-                Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x), d.max(y)),
-            });
-        }
-    }
-    bounds.is_some_and(|(x0, y0, x1, y1)| x1 - x0 < DIGIT_BOX && y1 - y0 < DIGIT_BOX)
+    bounds_above(g, 0.0).is_some_and(|(x0, y0, x1, y1)| x1 - x0 < DIGIT_BOX && y1 - y0 < DIGIT_BOX)
 }
 
 /// Places `g` in a 28×28 field so its centre of mass lands on the field's centre (clamped so
