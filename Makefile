@@ -39,8 +39,10 @@ fmt:
 data:
 	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR)
 
+## bench: criterion benchmarks, then the loopback load test against the original Flask app
 bench:
-	$(CARGO) bench
+	$(CARGO) bench --bench inference
+	benches/load.sh
 
 clean:
 	$(CARGO) clean

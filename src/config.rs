@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// Microseconds a worker waits to fill a batch (0 = take only what is already queued).
     #[arg(long, env = "MNIST_API_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
+    /// Image decoding threads (default: one per core).
+    #[arg(long, env = "MNIST_API_DECODE_THREADS")]
+    pub decode_threads: Option<usize>,
     /// Images allowed to wait for the model; beyond that /predict answers 503.
     #[arg(long, env = "MNIST_API_QUEUE", default_value_t = EngineConfig::default().queue)]
     pub queue: usize,

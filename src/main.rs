@@ -5,15 +5,27 @@ use mnist_api::config::{Cli, Command, ServeArgs};
 use mnist_api::startup::Application;
 use mnist_api::{telemetry, user_admin};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(Command::User { action }) = &cli.command {
         return user_admin::run(action, &cli.serve.users);
     }
-    let exporters = telemetry::parse_exporters(&cli.serve.traces_exporter)?;
+    // Each model worker runs its batch on one core: candle's intra-op threading costs more
+    // than it gains on MNIST-sized matrices, and several workers already use the cores.
+    // candle reads this variable on every matmul; it must be set before any thread starts.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(serve(cli.serve))
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let exporters = telemetry::parse_exporters(&args.traces_exporter)?;
     let _telemetry = telemetry::init(&exporters)?;
-    let app = Application::build(&cli.serve, ServeArgs::secret_from_env()).await?;
+    let app = Application::build(&args, ServeArgs::secret_from_env()).await?;
     tracing::info!(address = %app.local_addr(), "listening");
     app.run_until(shutdown_signal()).await;
     tracing::info!("stopped");

@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{self, Auth, Secret, Tokens, Users};
 use crate::config::ServeArgs;
+use crate::decode_pool::DecodePool;
 use crate::inference::Engine;
 use crate::preprocess::ImageLimits;
 use crate::routes;
@@ -47,7 +48,7 @@ struct Inner {
     max_body_bytes: u64,
     max_files: usize,
     in_flight: Arc<Semaphore>,
-    decode_slots: Arc<Semaphore>,
+    decoders: DecodePool,
     login_slots: Arc<Semaphore>,
 }
 
@@ -88,10 +89,9 @@ impl AppState {
     pub fn in_flight(&self) -> Arc<Semaphore> {
         Arc::clone(&self.0.in_flight)
     }
-    /// Permits for image decodes running at once: decoding is CPU- and memory-heavy, so more
-    /// than a few per core only adds memory, not throughput.
-    pub fn decode_slots(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.0.decode_slots)
+    /// The image decoding threads.
+    pub fn decoders(&self) -> &DecodePool {
+        &self.0.decoders
     }
     /// Permits for password checks in progress.
     pub fn login_slots(&self) -> Arc<Semaphore> {
@@ -143,7 +143,7 @@ impl Application {
             max_body_bytes: args.max_body_bytes,
             max_files: args.max_files.max(1),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
-            decode_slots: Arc::new(Semaphore::new(2 * cores)),
+            decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
             login_slots: Arc::new(Semaphore::new(cores.max(2))),
         }));
         Ok(Self {

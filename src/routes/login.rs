@@ -62,7 +62,9 @@ async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
     let user = username.clone();
     let ok = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        auth.users.verify(&user, &password)
+        let ok = auth.users.verify(&user, &password);
+        crate::release_freed_memory();
+        ok
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))?;

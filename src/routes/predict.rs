@@ -97,22 +97,17 @@ async fn predict(
     let files = read_files(&req, body, &state).await?;
 
     let limits = state.image_limits();
-    let slot = state
-        .decode_slots()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))?;
     let request_span = Span::current();
-    let prepared: Vec<Prepared> = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        files
-            .into_iter()
-            .enumerate()
-            .map(|(index, (name, bytes))| decode(&request_span, index, name, &bytes, limits))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("image decoding failed: {e}")))??;
+    let prepared: Vec<Prepared> = state
+        .decoders()
+        .run(move || {
+            files
+                .into_iter()
+                .enumerate()
+                .map(|(index, (name, bytes))| decode(&request_span, index, name, &bytes, limits))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await??;
 
     let model = state.model_ref();
     let predictions = futures_util::future::try_join_all(
