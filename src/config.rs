@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// `otlp` (OTEL_EXPORTER_OTLP_*), `console`, or `none`.
     #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "jaeger")]
     pub traces_exporter: String,
+    /// Jaeger's web UI as seen from users' browsers; the web page links trace ids into it.
+    #[arg(long, env = "JAEGER_UI_URL", default_value = "http://localhost:16686")]
+    pub jaeger_ui_url: String,
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "MNIST_API_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,

@@ -77,10 +77,15 @@ pub enum ApiError {
 
 impl warp::reject::Reject for ApiError {}
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    msg: String,
-    code: &'a str,
+/// The JSON body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody<'a> {
+    /// For people: what went wrong and, where it helps, what to send instead.
+    #[schema(example = "no `file` part in the multipart body")]
+    pub msg: String,
+    /// For programs: stable across releases (see the API docs for the list).
+    #[schema(value_type = String, example = "missing_file")]
+    pub code: &'a str,
 }
 
 impl ApiError {

@@ -201,6 +201,7 @@ fn worker(net: &Net, rx: &Receiver<Job>, config: EngineConfig) {
             .unwrap_or_else(|_| Err("model panicked".to_string()));
         let elapsed = started.elapsed();
         let n = jobs.len();
+        crate::metrics::record_batch(n, elapsed);
         match result {
             Ok(rows) => {
                 for (job, row) in jobs.drain(..).zip(rows) {

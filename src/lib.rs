@@ -11,6 +11,7 @@ pub mod data;
 pub mod decode_pool;
 pub mod error;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod routes;

@@ -20,7 +20,7 @@ use crate::routes;
 use crate::weights;
 
 /// The model as named in every prediction.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelRef {
     /// Architecture name from the weights file.
     pub version: String,
@@ -29,9 +29,10 @@ pub struct ModelRef {
 }
 
 /// What `GET /model` shows.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelInfo {
     /// Always `ready` once served: the model loads before the port opens.
+    #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
     /// Architecture and file hash.
     #[serde(flatten)]
@@ -50,6 +51,7 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     decoders: DecodePool,
     login_slots: Arc<Semaphore>,
+    jaeger_ui_url: String,
 }
 
 /// Read-only state shared by all requests; cheap to clone.
@@ -93,6 +95,10 @@ impl AppState {
     pub fn decoders(&self) -> &DecodePool {
         &self.0.decoders
     }
+    /// Base URL of Jaeger's web UI, for links from the web page.
+    pub fn jaeger_ui_url(&self) -> &str {
+        &self.0.jaeger_ui_url
+    }
     /// Permits for password checks in progress.
     pub fn login_slots(&self) -> Arc<Semaphore> {
         Arc::clone(&self.0.login_slots)
@@ -111,6 +117,8 @@ impl Application {
     /// Loads the weights and users, starts the model workers and binds the address.
     /// `secret` signs tokens; `None` means a random one (tokens die with the process).
     pub async fn build(args: &ServeArgs, secret: Option<Secret>) -> anyhow::Result<Self> {
+        // Installed before the first request so no early request goes uncounted.
+        crate::metrics::handle();
         let loaded = weights::load(&args.weights)?;
         let info = ModelInfo {
             status: "ready",
@@ -145,6 +153,7 @@ impl Application {
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
             login_slots: Arc::new(Semaphore::new(cores.max(2))),
+            jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
         }));
         Ok(Self {
             listener,

@@ -20,7 +20,7 @@ pub const FORMAT_VERSION: &str = "1";
 pub const DEFAULT_PATH: &str = "weights/mnist_cnn.safetensors";
 
 /// What the safetensors header records about a training run.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct Metadata {
     /// [`FORMAT_VERSION`] of the writer.
     pub format_version: String,

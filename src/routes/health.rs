@@ -2,10 +2,20 @@
 
 use warp::{Filter, Rejection, Reply};
 
+/// The liveness answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
 /// `GET /health` → `200 {"status":"ok"}`.
+#[utoipa::path(get, path = "/health", tag = "service", operation_id = "health",
+    responses((status = 200, description = "The process is up", body = Health)))]
 pub fn route() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("health").and(warp::get()).map(|| {
         let _span = tracing::info_span!("health-check").entered();
-        warp::reply::json(&serde_json::json!({"status": "ok"}))
+        warp::reply::json(&Health { status: "ok" })
     })
 }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use warp::{Filter, Rejection, Reply};
 
 use super::{read_limited, with_state};
-use crate::error::{ApiError, JSON_BODY_LIMIT};
+use crate::error::{ApiError, ErrorBody, JSON_BODY_LIMIT};
 use crate::startup::AppState;
 
 /// The request body. Fields are loose (`Value`) so a number or null reads as "missing", like
@@ -17,7 +17,39 @@ struct Credentials {
     password: Option<serde_json::Value>,
 }
 
+/// What `/login` reads (the schema; the handler reads the fields loosely).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only describes the body for the API docs.
+pub(crate) struct LoginRequest {
+    #[schema(example = "alice")]
+    username: String,
+    #[schema(format = Password)]
+    password: String,
+}
+
+/// A bearer token for `/predict`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct Token {
+    /// HS256 JWT with claims `sub`, `iat`, `exp`.
+    access_token: String,
+    /// Always `Bearer`.
+    #[schema(example = "Bearer")]
+    token_type: &'static str,
+    /// Seconds until the token expires.
+    #[schema(example = 3600)]
+    expires_in: u64,
+}
+
 /// `POST /login` `{"username","password"}` → `{"access_token","token_type","expires_in"}`.
+#[utoipa::path(post, path = "/login", tag = "auth", operation_id = "login",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = Token),
+        (status = 400, description = "`credentials_required` (\"Username and password required\"), `invalid_json`", body = ErrorBody),
+        (status = 401, description = "`bad_credentials`: the same for unknown users and wrong passwords", body = ErrorBody),
+        (status = 413, description = "`body_too_large`", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many logins in progress", body = ErrorBody),
+    ))]
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("login")
         .and(warp::post())
@@ -75,9 +107,9 @@ async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
     span.record("enduser.id", username.as_str());
     tracing::info!(parent: &span, "user {username} logged in");
     let token = state.auth().tokens.issue(&username)?;
-    Ok(warp::reply::json(&serde_json::json!({
-        "access_token": token,
-        "token_type": "Bearer",
-        "expires_in": state.auth().tokens.ttl_secs(),
-    })))
+    Ok(warp::reply::json(&Token {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: state.auth().tokens.ttl_secs(),
+    }))
 }

@@ -2,7 +2,9 @@
 
 mod health;
 mod login;
+mod metrics;
 mod model;
+mod openapi;
 mod predict;
 mod request_span;
 
@@ -19,6 +21,8 @@ pub fn api(
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone + Send + Sync + 'static {
     let routes = health::route()
         .or(model::route(state.clone()))
+        .or(metrics::route())
+        .or(openapi::route())
         .or(login::route(state.clone()))
         .or(predict::route(state));
     request_span::record_client()
@@ -26,6 +30,14 @@ pub fn api(
         .recover(handle_rejection)
         .map(|reply| request_span::finish(Reply::into_response(reply)))
         .with(warp::trace(request_span::start))
+        .with(warp::log::custom(|info| {
+            crate::metrics::record_request(
+                info.method(),
+                request_span::route_of(info.path()),
+                info.status(),
+                info.elapsed(),
+            )
+        }))
 }
 
 /// Reads a whole body of at most `limit` bytes, refusing larger ones as soon as they cross the

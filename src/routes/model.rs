@@ -6,6 +6,8 @@ use super::with_state;
 use crate::startup::AppState;
 
 /// `GET /model` → the weights' metadata and the SHA-256 of the file.
+#[utoipa::path(get, path = "/model", tag = "service", operation_id = "model",
+    responses((status = 200, description = "The loaded model is ready", body = crate::startup::ModelInfo)))]
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("model")
         .and(warp::get())

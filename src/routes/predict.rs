@@ -12,13 +12,31 @@ use tracing::{Instrument, Span};
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, Prepared};
 use crate::startup::{AppState, ModelRef};
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
 /// unless the server runs with `--no-auth`.
+#[utoipa::path(
+    post,
+    path = "/predict",
+    operation_id = "predict",
+    tag = "model",
+    request_body(content = PredictForm, content_type = "multipart/form-data"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "One image: `Single`; several `file` parts: `Many`", body = Single,
+            headers(("x-trace-id" = String, description = "Trace id to search in Jaeger"))),
+        (status = 400, description = "`missing_file`, `bad_multipart`, `bad_header`", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorBody),
+        (status = 413, description = "`body_too_large`, `too_many_files`, `image_too_large`", body = ErrorBody),
+        (status = 415, description = "`not_multipart`, `unsupported_format`", body = ErrorBody),
+        (status = 422, description = "`empty_file`, `invalid_image`, `zero_sized_image`, `blank_image`", body = ErrorBody),
+        (status = 503, description = "`overloaded`: retry after the `Retry-After` seconds", body = ErrorBody),
+    )
+)]
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("predict")
         .and(warp::post())
@@ -49,10 +67,17 @@ struct Request {
     content_length: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Answer {
+/// One image's classification.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Answer {
+    /// The most probable digit.
+    #[schema(minimum = 0, maximum = 9, example = 7)]
     prediction: u8,
+    /// Its probability.
+    #[schema(example = 0.998)]
     probability: f32,
+    /// Probabilities of the digits 0–9, summing to 1.
+    #[schema(value_type = Vec<f32>, min_items = 10, max_items = 10)]
     probabilities: [f32; 10],
 }
 
@@ -66,17 +91,32 @@ impl From<&Prediction> for Answer {
     }
 }
 
-#[derive(Serialize)]
-struct Single<'a> {
+/// The answer to a request with one image.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Single<'a> {
     #[serde(flatten)]
     answer: Answer,
+    /// The model that answered.
+    #[schema(value_type = ModelRef)]
     model: &'a ModelRef,
 }
 
-#[derive(Serialize)]
-struct Many<'a> {
+/// The answer to a request with several images, in the order of the parts.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Many<'a> {
     predictions: Vec<Answer>,
+    /// The model that answered.
+    #[schema(value_type = ModelRef)]
     model: &'a ModelRef,
+}
+
+/// The multipart form `/predict` reads.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Only describes the form for the API docs.
+pub(crate) struct PredictForm {
+    /// An image (PNG, JPEG, BMP, GIF, WebP, PNM); repeat the part for several images.
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
 }
 
 async fn predict(
@@ -191,6 +231,7 @@ async fn classify(
     let result = engine.predict(input).instrument(span.clone()).await;
     match &result {
         Ok(p) => {
+            crate::metrics::record_prediction(p.digit);
             span.record("prediction", p.digit as i64);
             span.record("probability", p.probability as f64);
             span.record("inference.time_ms", p.forward_time.as_secs_f64() * 1e3);

@@ -16,8 +16,22 @@ use warp::trace::Info;
 use warp::Filter;
 
 /// The routes this server knows; anything else is reported without a route, so unknown
-/// paths cannot blow up the number of distinct span names.
-const ROUTES: [&str; 4] = ["/health", "/model", "/login", "/predict"];
+/// paths cannot blow up the number of distinct span names or metric series.
+pub(crate) const ROUTES: [&str; 8] = [
+    "/health",
+    "/model",
+    "/login",
+    "/predict",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/",
+];
+
+/// The known route `path` is, if any.
+pub(crate) fn route_of(path: &str) -> Option<&'static str> {
+    ROUTES.iter().find(|r| **r == path).copied()
+}
 
 struct Headers<'a>(&'a HeaderMap);
 
@@ -34,7 +48,7 @@ impl Extractor for Headers<'_> {
 pub fn start(info: Info<'_>) -> Span {
     let method = info.method().as_str();
     let path = info.path();
-    let route = ROUTES.iter().find(|r| **r == path).copied();
+    let route = route_of(path);
     let name = match route {
         Some(r) => format!("{method} {r}"),
         None => method.to_string(),

@@ -1,0 +1,221 @@
+//! `GET /openapi.json` (generated from the route and type annotations) and `GET /docs`, a
+//! Swagger UI from embedded assets so the docs work offline.
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use warp::{Filter, Rejection, Reply};
+
+use super::{health, login, metrics, model, predict};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mnist-api",
+        description = "Handwritten digit recognition with a CNN trained on MNIST. Every error \
+            answers `{\"msg\", \"code\"}`; every response carries `x-trace-id` and \
+            `traceresponse` headers naming its trace in Jaeger."
+    ),
+    paths(health::route, model::route, login::route, predict::route, metrics::route),
+    components(schemas(crate::error::ErrorBody, predict::Many)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "model", description = "Predictions"),
+        (name = "auth", description = "Tokens for /predict"),
+        (name = "service", description = "Health, model metadata and metrics"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".to_string());
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}
+
+/// The API description, version taken from Cargo.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    doc
+}
+
+const DOCS_PAGE: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>mnist-api — API docs</title>
+<link rel="stylesheet" href="/docs/swagger-ui.css">
+</head>
+<body>
+<div id="swagger-ui"></div>
+<script src="/docs/swagger-ui-bundle.js"></script>
+<script src="/docs/init.js"></script>
+</body>
+</html>
+"#;
+
+/// Kept out of the page so a Content-Security-Policy without inline scripts still works.
+const DOCS_INIT: &str =
+    "window.ui = SwaggerUIBundle({ url: '/openapi.json', dom_id: '#swagger-ui' });\n";
+
+const SWAGGER_JS: &str = include_str!("../../assets/swagger-ui/swagger-ui-bundle.js");
+const SWAGGER_CSS: &str = include_str!("../../assets/swagger-ui/swagger-ui.css");
+
+/// `GET /openapi.json`, `GET /docs` and the Swagger UI assets under `/docs/`.
+pub fn route() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    // Rendered once: the document cannot change while the process runs.
+    let json = serde_json::to_string(&document()).unwrap_or_else(|_| "{}".to_string());
+    let spec = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(move || asset(json.clone(), "application/json"));
+    let page = warp::path!("docs")
+        .and(warp::get())
+        .map(|| warp::reply::html(DOCS_PAGE).into_response());
+    let js = warp::path!("docs" / "swagger-ui-bundle.js")
+        .and(warp::get())
+        .map(|| asset(SWAGGER_JS, "text/javascript; charset=utf-8"));
+    let css = warp::path!("docs" / "swagger-ui.css")
+        .and(warp::get())
+        .map(|| asset(SWAGGER_CSS, "text/css; charset=utf-8"));
+    let init = warp::path!("docs" / "init.js")
+        .and(warp::get())
+        .map(|| asset(DOCS_INIT, "text/javascript; charset=utf-8"));
+    spec.or(page)
+        .unify()
+        .or(js)
+        .unify()
+        .or(css)
+        .unify()
+        .or(init)
+        .unify()
+}
+
+fn asset(body: impl Reply, content_type: &'static str) -> warp::reply::Response {
+    let typed = warp::reply::with_header(body, CONTENT_TYPE, content_type);
+    warp::reply::with_header(typed, CACHE_CONTROL, "public, max-age=3600").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ApiError;
+    use crate::preprocess::ImageError;
+
+    /// The description of `status` under `method path`, if documented.
+    fn response_description(
+        doc: &serde_json::Value,
+        method: &str,
+        path: &str,
+        status: u16,
+    ) -> Option<String> {
+        doc["paths"][path][method]["responses"][status.to_string()]["description"]
+            .as_str()
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn every_known_route_is_documented_except_the_pages() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        for route in super::super::request_span::ROUTES {
+            let page = ["/", "/docs", "/openapi.json"].contains(&route);
+            assert_eq!(documented.contains(&route), !page, "{route}");
+        }
+    }
+
+    #[test]
+    fn every_error_a_route_can_answer_is_documented_with_its_code() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let image = |source| ApiError::Image {
+            index: 0,
+            name: None,
+            source,
+        };
+        let predict = [
+            ApiError::MissingToken,
+            ApiError::InvalidToken("x".into()),
+            ApiError::ExpiredToken,
+            ApiError::NotMultipart("x".into()),
+            ApiError::BadMultipart("x".into()),
+            ApiError::NoFile,
+            ApiError::TooManyFiles(1),
+            ApiError::BodyTooLarge(1),
+            ApiError::BadHeader("x".into()),
+            ApiError::Overloaded,
+            image(ImageError::Empty),
+            image(ImageError::UnsupportedFormat(String::new())),
+            image(ImageError::Corrupt {
+                format: "png".into(),
+                detail: "x".into(),
+            }),
+            image(ImageError::ZeroSized),
+            image(ImageError::TooLarge {
+                width: 1,
+                height: 1,
+                max: 1,
+            }),
+            image(ImageError::TooMuchMemory(1)),
+            image(ImageError::Blank),
+        ];
+        let login = [
+            ApiError::CredentialsRequired,
+            ApiError::InvalidJson("x".into()),
+            ApiError::BadCredentials,
+            ApiError::BodyTooLarge(1),
+            ApiError::Overloaded,
+        ];
+        for (path, errors) in [("/predict", &predict[..]), ("/login", &login[..])] {
+            for e in errors {
+                let (status, code) = e.status_and_code();
+                let text = response_description(&doc, "post", path, status.as_u16())
+                    .unwrap_or_else(|| panic!("{path} does not document {status}"));
+                assert!(
+                    text.contains(&format!("`{code}`")),
+                    "{path} {status}: `{code}` missing from {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|p| p.as_object().unwrap().values())
+            .map(|op| op["operationId"].as_str().unwrap())
+            .collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{ids:?}");
+    }
+
+    #[test]
+    fn predict_documents_the_multipart_file_field_and_bearer_auth() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let op = &doc["paths"]["/predict"]["post"];
+        let form = &op["requestBody"]["content"]["multipart/form-data"]["schema"];
+        assert!(!form.is_null(), "{op}");
+        assert_eq!(op["security"][0]["bearer"], serde_json::json!([]));
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+    }
+}
