@@ -54,6 +54,17 @@ fn users_are_added_listed_changed_and_removed_with_passwords_from_stdin() {
 }
 
 #[test]
+fn users_flag_may_follow_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let u = users.to_str().unwrap();
+    let o = api(&["user", "add", "carol", "--users", u], "pw-for-carol\n");
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = api(&["user", "list", "--users", u], "");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "carol\n");
+}
+
+#[test]
 fn user_errors_name_the_file_and_exit_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let users = dir.path().join("users.json");
