@@ -4,7 +4,7 @@ MNIST_DIR ?= data/mnist
 export MNIST_DIR
 CARGO ?= cargo
 
-.PHONY: all build train eval serve test lint fmt data bench user clean
+.PHONY: all build train eval serve test browser-test lint fmt data bench user clean
 
 all: build
 
@@ -26,6 +26,10 @@ serve:
 ## test: the whole suite (unit, black-box HTTP, committed-weights accuracy)
 test:
 	$(CARGO) test --all-targets
+
+## browser-test: the web page end to end in headless Chromium (installs chromium / npm ci when missing)
+browser-test:
+	scripts/browser-test.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:

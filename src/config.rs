@@ -66,7 +66,12 @@ pub struct ServeArgs {
     pub weights: PathBuf,
     /// Users file (argon2id hashes). Created with one random-password user on first start.
     // Global so `user add NAME --users FILE` works as well as `--users FILE user add NAME`.
-    #[arg(long, env = "MNIST_API_USERS", default_value = "users.json", global = true)]
+    #[arg(
+        long,
+        env = "MNIST_API_USERS",
+        default_value = "users.json",
+        global = true
+    )]
     pub users: PathBuf,
     /// Lifetime of access tokens, seconds.
     #[arg(long, env = "MNIST_API_TOKEN_TTL", default_value_t = 3600)]

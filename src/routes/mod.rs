@@ -7,6 +7,7 @@ mod model;
 mod openapi;
 mod predict;
 mod request_span;
+mod web;
 
 use std::convert::Infallible;
 
@@ -24,7 +25,8 @@ pub fn api(
         .or(metrics::route())
         .or(openapi::route())
         .or(login::route(state.clone()))
-        .or(predict::route(state));
+        .or(predict::route(state.clone()))
+        .or(web::route(state));
     request_span::record_client()
         .and(routes)
         .recover(handle_rejection)

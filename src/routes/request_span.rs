@@ -17,7 +17,7 @@ use warp::Filter;
 
 /// The routes this server knows; anything else is reported without a route, so unknown
 /// paths cannot blow up the number of distinct span names or metric series.
-pub(crate) const ROUTES: [&str; 8] = [
+pub(crate) const ROUTES: [&str; 10] = [
     "/health",
     "/model",
     "/login",
@@ -26,6 +26,8 @@ pub(crate) const ROUTES: [&str; 8] = [
     "/openapi.json",
     "/docs",
     "/",
+    "/assets/app.js",
+    "/assets/style.css",
 ];
 
 /// The known route `path` is, if any.
