@@ -40,6 +40,28 @@ struct Col2Im {
     dims: (usize, usize, usize, usize),
 }
 
+/// Runs `f` on matching chunks of `dst` and `src` (one image each), in parallel only when
+/// candle is allowed more than one thread. A serving worker runs single-threaded; calling
+/// rayon from it anyway moved every call to rayon's pool thread and back, two thread
+/// switches per layer per forward pass.
+fn for_each_image(
+    dst: &mut [f32],
+    dst_chunk: usize,
+    src: &[f32],
+    src_chunk: usize,
+    f: impl Fn((&mut [f32], &[f32])) + Send + Sync,
+) {
+    if candle_core::utils::get_num_threads() > 1 {
+        dst.par_chunks_mut(dst_chunk)
+            .zip(src.par_chunks(src_chunk))
+            .for_each(f);
+    } else {
+        dst.chunks_mut(dst_chunk)
+            .zip(src.chunks(src_chunk))
+            .for_each(f);
+    }
+}
+
 fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let data = match storage {
         CpuStorage::F32(d) => d,
@@ -63,31 +85,29 @@ impl CustomOp1 for Im2Col {
         let (ho, wo) = (win.out(h), win.out(w));
         let row = win.k * win.k * c + 1;
         let mut dst = vec![0f32; b * ho * wo * row];
-        dst.par_chunks_mut(ho * wo * row)
-            .zip(src.par_chunks(h * w * c))
-            .for_each(|(dst, src)| {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let out = &mut dst[(oy * wo + ox) * row..][..row];
-                        out[row - 1] = 1.0;
-                        for ky in 0..win.k {
-                            let y = (oy * win.stride + ky) as isize - win.pad as isize;
-                            if y < 0 || y >= h as isize {
+        for_each_image(&mut dst, ho * wo * row, src, h * w * c, |(dst, src)| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let out = &mut dst[(oy * wo + ox) * row..][..row];
+                    out[row - 1] = 1.0;
+                    for ky in 0..win.k {
+                        let y = (oy * win.stride + ky) as isize - win.pad as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..win.k {
+                            let x = (ox * win.stride + kx) as isize - win.pad as isize;
+                            if x < 0 || x >= w as isize {
                                 continue;
                             }
-                            for kx in 0..win.k {
-                                let x = (ox * win.stride + kx) as isize - win.pad as isize;
-                                if x < 0 || x >= w as isize {
-                                    continue;
-                                }
-                                let from = (y as usize * w + x as usize) * c;
-                                let to = (ky * win.k + kx) * c;
-                                out[to..to + c].copy_from_slice(&src[from..from + c]);
-                            }
+                            let from = (y as usize * w + x as usize) * c;
+                            let to = (ky * win.k + kx) * c;
+                            out[to..to + c].copy_from_slice(&src[from..from + c]);
                         }
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(dst), Shape::from((b * ho * wo, row))))
     }
 
@@ -115,33 +135,30 @@ impl CustomOp1 for Col2Im {
             candle_core::bail!("col2im: unexpected gradient shape {:?}", layout.shape());
         }
         let mut dst = vec![0f32; b * h * w * c];
-        dst.par_chunks_mut(h * w * c)
-            .zip(src.par_chunks(ho * wo * row))
-            .for_each(|(dst, src)| {
-                for oy in 0..ho {
-                    for ox in 0..wo {
-                        let patch = &src[(oy * wo + ox) * row..][..row];
-                        for ky in 0..win.k {
-                            let y = (oy * win.stride + ky) as isize - win.pad as isize;
-                            if y < 0 || y >= h as isize {
+        for_each_image(&mut dst, h * w * c, src, ho * wo * row, |(dst, src)| {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let patch = &src[(oy * wo + ox) * row..][..row];
+                    for ky in 0..win.k {
+                        let y = (oy * win.stride + ky) as isize - win.pad as isize;
+                        if y < 0 || y >= h as isize {
+                            continue;
+                        }
+                        for kx in 0..win.k {
+                            let x = (ox * win.stride + kx) as isize - win.pad as isize;
+                            if x < 0 || x >= w as isize {
                                 continue;
                             }
-                            for kx in 0..win.k {
-                                let x = (ox * win.stride + kx) as isize - win.pad as isize;
-                                if x < 0 || x >= w as isize {
-                                    continue;
-                                }
-                                let to = (y as usize * w + x as usize) * c;
-                                let from = (ky * win.k + kx) * c;
-                                for (d, s) in dst[to..to + c].iter_mut().zip(&patch[from..from + c])
-                                {
-                                    *d += s;
-                                }
+                            let to = (y as usize * w + x as usize) * c;
+                            let from = (ky * win.k + kx) * c;
+                            for (d, s) in dst[to..to + c].iter_mut().zip(&patch[from..from + c]) {
+                                *d += s;
                             }
                         }
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(dst), Shape::from((b, h, w, c))))
     }
 }
