@@ -28,6 +28,31 @@ impl Window {
     pub fn out(&self, n: usize) -> usize {
         (n + 2 * self.pad - self.k) / self.stride + 1
     }
+
+    /// Calls `f(tap, pixel)` for each kernel tap of output position `(oy, ox)` that lands
+    /// inside an `h`×`w` image (taps over the zero padding are skipped): `tap` numbers
+    /// `(ky, kx)` row-major, `pixel` is `y * w + x`.
+    #[inline(always)]
+    fn for_each_tap(
+        &self,
+        (h, w): (usize, usize),
+        (oy, ox): (usize, usize),
+        mut f: impl FnMut(usize, usize),
+    ) {
+        for ky in 0..self.k {
+            let y = (oy * self.stride + ky) as isize - self.pad as isize;
+            if y < 0 || y >= h as isize {
+                continue;
+            }
+            for kx in 0..self.k {
+                let x = (ox * self.stride + kx) as isize - self.pad as isize;
+                if x < 0 || x >= w as isize {
+                    continue;
+                }
+                f(ky * self.k + kx, y as usize * w + x as usize);
+            }
+        }
+    }
 }
 
 /// Gathers the patches of an NHWC tensor `(b, h, w, c)` into rows `(b*ho*wo, k*k*c + 1)`,
@@ -90,21 +115,9 @@ impl CustomOp1 for Im2Col {
                 for ox in 0..wo {
                     let out = &mut dst[(oy * wo + ox) * row..][..row];
                     out[row - 1] = 1.0;
-                    for ky in 0..win.k {
-                        let y = (oy * win.stride + ky) as isize - win.pad as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
-                        }
-                        for kx in 0..win.k {
-                            let x = (ox * win.stride + kx) as isize - win.pad as isize;
-                            if x < 0 || x >= w as isize {
-                                continue;
-                            }
-                            let from = (y as usize * w + x as usize) * c;
-                            let to = (ky * win.k + kx) * c;
-                            out[to..to + c].copy_from_slice(&src[from..from + c]);
-                        }
-                    }
+                    win.for_each_tap((h, w), (oy, ox), |tap, pixel| {
+                        out[tap * c..][..c].copy_from_slice(&src[pixel * c..][..c]);
+                    });
                 }
             }
         });
@@ -139,23 +152,12 @@ impl CustomOp1 for Col2Im {
             for oy in 0..ho {
                 for ox in 0..wo {
                     let patch = &src[(oy * wo + ox) * row..][..row];
-                    for ky in 0..win.k {
-                        let y = (oy * win.stride + ky) as isize - win.pad as isize;
-                        if y < 0 || y >= h as isize {
-                            continue;
+                    win.for_each_tap((h, w), (oy, ox), |tap, pixel| {
+                        let to = &mut dst[pixel * c..][..c];
+                        for (d, s) in to.iter_mut().zip(&patch[tap * c..][..c]) {
+                            *d += s;
                         }
-                        for kx in 0..win.k {
-                            let x = (ox * win.stride + kx) as isize - win.pad as isize;
-                            if x < 0 || x >= w as isize {
-                                continue;
-                            }
-                            let to = (y as usize * w + x as usize) * c;
-                            let from = (ky * win.k + kx) * c;
-                            for (d, s) in dst[to..to + c].iter_mut().zip(&patch[from..from + c]) {
-                                *d += s;
-                            }
-                        }
-                    }
+                    });
                 }
             }
         });
