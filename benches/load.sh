@@ -61,18 +61,19 @@ wait_ready() { # url [tries of 10 ms] -> seconds until it answered
   return 1
 }
 
-# start_api EXTRA_ENV... ; sets API_PID and READY
+# start_api PORT EXTRA_ENV... ; sets API_PID and READY
 start_api() {
+  local port=$1
+  shift
   env "$@" JAEGER_AGENT_HOST=127.0.0.1 JAEGER_AGENT_PORT=$AGENT_PORT RUST_LOG=warn \
-    $bin --bind 127.0.0.1:$API_PORT --users "$work/users.json" >"$work/api.log" 2>&1 &
+    $bin --bind 127.0.0.1:$port --users "$work/users.json" >"$work/api-$port.log" 2>&1 &
   API_PID=$!
   pids+=($API_PID)
-  READY=$(wait_ready "http://127.0.0.1:$API_PORT/health")
+  READY=$(wait_ready "http://127.0.0.1:$port/health")
 }
-stop_api() { kill "$API_PID"; wait "$API_PID" 2>/dev/null || true; }
 
-token() {
-  curl -s "http://127.0.0.1:$API_PORT/login" -H 'Content-Type: application/json' \
+token() { # port
+  curl -s "http://127.0.0.1:$1/login" -H 'Content-Type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' |
     sed -E 's/.*"access_token":"([^"]+)".*/\1/'
 }
@@ -88,61 +89,80 @@ run_wrk() {
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# measure LABEL URL CONNS TOKEN -> prints a row, stores medians in M_RPS
-measure() {
-  local rows=()
-  for _ in $(seq 1 "$RUNS"); do rows+=("$(run_wrk "$2" "$3" "$4")"); done
-  local rps p50 p99 err
-  rps=$(printf '%s\n' "${rows[@]}" | awk '{print $1}' | median)
-  p50=$(printf '%s\n' "${rows[@]}" | awk '{print $2}' | median)
-  p99=$(printf '%s\n' "${rows[@]}" | awk '{print $3}' | median)
-  err=$(printf '%s\n' "${rows[@]}" | awk '{s+=$4} END {print s}')
-  printf '| %-44s | %5s | %8.0f | %7.2f | %7.2f | %6s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$err"
+# Every configuration runs in its own server, all started up front, and the measurements are
+# interleaved round by round: this machine's speed drifts by 10-20 % over minutes, and
+# back-to-back blocks per configuration measured the drift as much as the configuration.
+declare -A results
+# record KEY URL CONNS TOKEN: one wrk run, appended to results[KEY]
+record() {
+  results[$1]+="$(run_wrk "$2" "$3" "$4")"$'\n'
+}
+# row LABEL KEY CONNS -> prints the medians; sets M_RPS
+row() {
+  local rows=${results[$2]} rps p50 p99 err
+  rps=$(printf '%s' "$rows" | awk 'NF {print $1}' | median)
+  p50=$(printf '%s' "$rows" | awk 'NF {print $2}' | median)
+  p99=$(printf '%s' "$rows" | awk 'NF {print $3}' | median)
+  err=$(printf '%s' "$rows" | awk 'NF {s+=$4} END {print s+0}')
+  printf '| %-50s | %5s | %8.0f | %7.2f | %7.2f | %6s |\n' "$1" "$3" "$rps" "$p50" "$p99" "$err"
   M_RPS=$rps
 }
 
-echo
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "wrk -t2 (-t1 for 1 connection) -d$DURATION, medians of $RUNS runs, image $IMAGE"
-echo
-echo "| target | conns | req/s | p50 ms | p99 ms | errors |"
-echo "|---|---|---|---|---|---|"
-
-start_api OTEL_TRACES_EXPORTER=jaeger
+TRACED=$API_PORT UNTRACED=$((API_PORT + 1)) UNBATCHED=$((API_PORT + 2))
+start_api $TRACED OTEL_TRACES_EXPORTER=jaeger
 api_ready=$READY
-TOKEN=$(token)
-measure "mnist-api, auth, Jaeger export" "http://127.0.0.1:$API_PORT/predict" "$CONNS" "$TOKEN"
-api_rps=$M_RPS
-api_rss=$(awk '/VmHWM/ {print $2/1024}' /proc/$API_PID/status)
-for c in 1 16; do measure "mnist-api, auth, Jaeger export" "http://127.0.0.1:$API_PORT/predict" "$c" "$TOKEN"; done
-stop_api
+api_pid=$API_PID
+start_api $UNTRACED OTEL_TRACES_EXPORTER=none
+start_api $UNBATCHED OTEL_TRACES_EXPORTER=jaeger MNIST_API_MAX_BATCH=1
+declare -A tokens=([$TRACED]=$(token $TRACED) [$UNTRACED]=$(token $UNTRACED) [$UNBATCHED]=$(token $UNBATCHED))
 
-start_api OTEL_TRACES_EXPORTER=none
-TOKEN=$(token)
-measure "mnist-api, auth, tracing off" "http://127.0.0.1:$API_PORT/predict" "$CONNS" "$TOKEN"
-untraced_rps=$M_RPS
-stop_api
-
-for c in 1 16 "$CONNS"; do
-  start_api OTEL_TRACES_EXPORTER=jaeger MNIST_API_MAX_BATCH=1
-  TOKEN=$(token)
-  measure "mnist-api, auth, Jaeger, batching off" "http://127.0.0.1:$API_PORT/predict" "$c" "$TOKEN"
-  stop_api
-done
-
-flask_rps=""
+flask=""
 if [ -x "$FLASK_DIR/run.sh" ]; then
   "$FLASK_DIR/run.sh" "$FLASK_PORT" 2 >"$work/flask.log" 2>&1 &
   pids+=($!)
   # The first start creates its virtualenv from PyPI: allow a few minutes.
   if wait_ready "http://127.0.0.1:$FLASK_PORT/health" 30000 >/dev/null; then
-    measure "original Flask app (stub /predict, gunicorn -w 2)" "http://127.0.0.1:$FLASK_PORT/predict" "$CONNS" ""
-    flask_rps=$M_RPS
+    flask=yes
   fi
 fi
 
+url() { echo "http://127.0.0.1:$1/predict"; }
+for round in $(seq 1 "$RUNS"); do
+  echo "round $round of $RUNS..." >&2
+  for c in "$CONNS" 16 1; do
+    record "traced $c" "$(url $TRACED)" "$c" "${tokens[$TRACED]}"
+    record "unbatched $c" "$(url $UNBATCHED)" "$c" "${tokens[$UNBATCHED]}"
+  done
+  record "untraced $CONNS" "$(url $UNTRACED)" "$CONNS" "${tokens[$UNTRACED]}"
+  [ -n "$flask" ] && record "flask $CONNS" "http://127.0.0.1:$FLASK_PORT/predict" "$CONNS" ""
+done
+api_rss=$(awk '/VmHWM/ {print $2/1024}' /proc/$api_pid/status)
+
 echo
-echo "mnist-api ready after ${api_ready}s; peak RSS during the $CONNS-connection run ${api_rss} MB"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "wrk -t2 (-t1 for 1 connection) -d$DURATION, medians of $RUNS interleaved runs, image $IMAGE"
+echo
+echo "| target | conns | req/s | p50 ms | p99 ms | errors |"
+echo "|---|---|---|---|---|---|"
+row "mnist-api, auth, Jaeger export" "traced $CONNS" "$CONNS"
+api_rps=$M_RPS
+row "mnist-api, auth, tracing off" "untraced $CONNS" "$CONNS"
+untraced_rps=$M_RPS
+for c in "$CONNS" 16 1; do
+  row "mnist-api, auth, Jaeger export, batching on" "traced $c" "$c"
+  batched=$M_RPS
+  row "mnist-api, auth, Jaeger export, batching off" "unbatched $c" "$c"
+  awk -v a="$batched" -v b="$M_RPS" -v c="$c" \
+    'BEGIN {printf "|   batching gain at %s connections: %+.1f%% | | | | | |\n", c, 100 * (a / b - 1)}'
+done
+flask_rps=""
+if [ -n "$flask" ]; then
+  row "original Flask app (stub /predict, gunicorn -w 2)" "flask $CONNS" "$CONNS"
+  flask_rps=$M_RPS
+fi
+
+echo
+echo "mnist-api ready after ${api_ready}s; its peak RSS over the whole run ${api_rss} MB"
 echo "datagrams received by the stand-in agent: $(cat "$work/datagrams" 2>/dev/null || echo '<100')"
 awk -v a="$api_rps" -v b="$untraced_rps" 'BEGIN {printf "tracing cost: %.1f%% of req/s\n", 100 * (1 - a / b)}'
 if [ -n "$flask_rps" ]; then
