@@ -1,5 +1,6 @@
 //! The HTTP API: one filter per endpoint, combined in [`api`].
 
+mod assets;
 mod health;
 mod login;
 mod metrics;

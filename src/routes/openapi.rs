@@ -3,9 +3,9 @@
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::{Filter, Rejection, Reply};
 
+use super::assets::{self, Asset};
 use super::{health, login, metrics, model, predict};
 
 #[derive(OpenApi)]
@@ -73,34 +73,25 @@ const SWAGGER_CSS: &str = include_str!("../../assets/swagger-ui/swagger-ui.css")
 pub fn route() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     // Rendered once: the document cannot change while the process runs.
     let json = serde_json::to_string(&document()).unwrap_or_else(|_| "{}".to_string());
-    let spec = warp::path!("openapi.json")
-        .and(warp::get())
-        .map(move || asset(json.clone(), "application/json"));
-    let page = warp::path!("docs")
-        .and(warp::get())
-        .map(|| warp::reply::html(DOCS_PAGE).into_response());
-    let js = warp::path!("docs" / "swagger-ui-bundle.js")
-        .and(warp::get())
-        .map(|| asset(SWAGGER_JS, "text/javascript; charset=utf-8"));
-    let css = warp::path!("docs" / "swagger-ui.css")
-        .and(warp::get())
-        .map(|| asset(SWAGGER_CSS, "text/css; charset=utf-8"));
-    let init = warp::path!("docs" / "init.js")
-        .and(warp::get())
-        .map(|| asset(DOCS_INIT, "text/javascript; charset=utf-8"));
+    let spec = warp::path!("openapi.json").and(assets::serve(Asset::new(json, "application/json")));
+    let page = warp::path!("docs").and(assets::serve(Asset::new(
+        DOCS_PAGE,
+        "text/html; charset=utf-8",
+    )));
+    let js = "text/javascript; charset=utf-8";
     spec.or(page)
         .unify()
-        .or(js)
+        .or(assets::file("docs", "swagger-ui-bundle.js", SWAGGER_JS, js))
         .unify()
-        .or(css)
+        .or(assets::file(
+            "docs",
+            "swagger-ui.css",
+            SWAGGER_CSS,
+            "text/css; charset=utf-8",
+        ))
         .unify()
-        .or(init)
+        .or(assets::file("docs", "init.js", DOCS_INIT, js))
         .unify()
-}
-
-fn asset(body: impl Reply, content_type: &'static str) -> warp::reply::Response {
-    let typed = warp::reply::with_header(body, CONTENT_TYPE, content_type);
-    warp::reply::with_header(typed, CACHE_CONTROL, "public, max-age=3600").into_response()
 }
 
 #[cfg(test)]

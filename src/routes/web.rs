@@ -2,17 +2,11 @@
 //! probabilities and a link to the request's trace in Jaeger. The page and its assets are
 //! embedded in the binary (no CDN), so it works offline.
 
-use std::sync::Arc;
-
-use bytes::Bytes;
-use sha2::{Digest, Sha256};
-use warp::http::header::{
-    HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG, X_CONTENT_TYPE_OPTIONS,
-};
-use warp::http::StatusCode;
+use warp::http::header::{HeaderValue, CONTENT_SECURITY_POLICY};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::assets::{self, Asset};
 use crate::startup::AppState;
 
 const INDEX: &str = include_str!("../../assets/web/index.html");
@@ -28,90 +22,35 @@ const CSP: &str =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; \
                    connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-/// One embedded file, ready to serve. Assets are not fingerprinted, so browsers revalidate
-/// every use (`no-cache`) and get an empty 304 while the ETag matches.
-struct Asset {
-    body: Bytes,
-    content_type: &'static str,
-    etag: String,
-}
-
-impl Asset {
-    fn new(body: impl Into<Bytes>, content_type: &'static str) -> Self {
-        let body = body.into();
-        let digest = Sha256::digest(&body);
-        let etag = format!("\"{}\"", hex::encode(&digest[..12]));
-        Self {
-            body,
-            content_type,
-            etag,
-        }
-    }
-
-    fn reply(&self, if_none_match: Option<&str>) -> Response {
-        let fresh = if_none_match.is_some_and(|v| etag_matches(v, &self.etag));
-        let mut res = if fresh {
-            let mut res = Response::new(Bytes::new().into());
-            *res.status_mut() = StatusCode::NOT_MODIFIED;
-            res
-        } else {
-            let mut res = Response::new(self.body.clone().into());
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-            res
-        };
-        let headers = res.headers_mut();
-        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-        if let Ok(v) = HeaderValue::from_str(&self.etag) {
-            headers.insert(ETAG, v);
-        }
-        res
-    }
-}
-
 /// `GET /` (the page), `GET /assets/app.js` and `GET /assets/style.css`.
 pub fn route(
     state: AppState,
 ) -> impl Filter<Extract = (impl Reply,), Error = warp::Rejection> + Clone {
-    let index = Arc::new(Asset::new(
+    let index = Asset::new(
         render_index(INDEX, state.jaeger_ui_url()),
         "text/html; charset=utf-8",
-    ));
-    let page =
-        warp::path::end()
-            .and(warp::get())
-            .and(if_none_match())
-            .map(move |inm: Option<String>| {
-                let mut res = index.reply(inm.as_deref());
-                res.headers_mut()
-                    .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-                res
-            });
-    page.or(asset("app.js", APP_JS, "text/javascript; charset=utf-8"))
-        .unify()
-        .or(asset("style.css", STYLE_CSS, "text/css; charset=utf-8"))
-        .unify()
-}
-
-/// `GET /assets/<name>`.
-fn asset(
-    name: &'static str,
-    body: &'static str,
-    content_type: &'static str,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let asset = Arc::new(Asset::new(body, content_type));
-    warp::path("assets")
-        .and(warp::path(name))
-        .and(warp::path::end())
-        .and(warp::get())
-        .and(if_none_match())
-        .map(move |inm: Option<String>| asset.reply(inm.as_deref()))
-}
-
-fn if_none_match(
-) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
-    warp::header::optional::<String>("if-none-match").or_else(|_| async { Ok((None,)) })
+    );
+    let page = warp::path::end()
+        .and(assets::serve(index))
+        .map(|mut res: Response| {
+            res.headers_mut()
+                .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+            res
+        });
+    page.or(assets::file(
+        "assets",
+        "app.js",
+        APP_JS,
+        "text/javascript; charset=utf-8",
+    ))
+    .unify()
+    .or(assets::file(
+        "assets",
+        "style.css",
+        STYLE_CSS,
+        "text/css; charset=utf-8",
+    ))
+    .unify()
 }
 
 /// The page with the Jaeger UI base URL filled in (empty, so no links, unless it is http(s)).
@@ -140,15 +79,6 @@ fn escape_html(s: &str) -> String {
         }
     }
     out
-}
-
-/// Whether an `If-None-Match` value names `etag` (weak comparison, as RFC 9110 asks for GET).
-fn etag_matches(if_none_match: &str, etag: &str) -> bool {
-    let strip = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    let etag = strip(etag);
-    if_none_match
-        .split(',')
-        .any(|t| t.trim() == "*" || strip(t) == etag)
 }
 
 #[cfg(test)]
@@ -188,25 +118,6 @@ mod tests {
                 "an external URL in an embedded asset"
             );
         }
-    }
-
-    #[test]
-    fn a_matching_etag_gives_an_empty_304() {
-        let asset = Asset::new("body", "text/plain; charset=utf-8");
-        let res = asset.reply(None);
-        assert_eq!(res.status(), StatusCode::OK);
-        assert_eq!(res.headers()[CONTENT_TYPE], "text/plain; charset=utf-8");
-        assert_eq!(res.headers()[CACHE_CONTROL], "no-cache");
-        let etag = res.headers()[ETAG].to_str().unwrap().to_string();
-        assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 26);
-
-        let res = asset.reply(Some(&format!("\"other\", W/{etag}")));
-        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
-        assert!(!res.headers().contains_key(CONTENT_TYPE));
-        assert_eq!(res.headers()[ETAG], etag.as_str());
-
-        assert_eq!(asset.reply(Some("\"other\"")).status(), StatusCode::OK);
-        assert_eq!(asset.reply(Some("*")).status(), StatusCode::NOT_MODIFIED);
     }
 
     #[test]
