@@ -8,7 +8,7 @@ use bytes::{Buf, Bytes};
 use futures_util::{Stream, TryStreamExt};
 use serde::Serialize;
 use tracing::field::Empty;
-use tracing::{Instrument, Span};
+use tracing::Span;
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
@@ -191,7 +191,8 @@ fn decode(
         image.height = Empty,
         image.inverted = Empty,
     );
-    let _entered = span.enter();
+    // Not entered: nothing inside logs except the error event, which names its parent, and
+    // every enter and exit is a trip through the subscriber.
     match preprocess::prepare(bytes, limits) {
         Ok(p) => {
             span.record("image.format", p.format);
@@ -201,7 +202,7 @@ fn decode(
             Ok(p)
         }
         Err(source) => {
-            tracing::info!(error = %source);
+            tracing::info!(parent: &span, error = %source);
             Err(ApiError::Image {
                 index,
                 name,
@@ -223,12 +224,14 @@ async fn classify(
         image.index = index as i64,
         prediction = Empty,
         probability = Empty,
-        model.version = %model.version,
-        model.sha256 = %model.sha256,
+        model.version = model.version.as_str(),
+        model.sha256 = model.sha256.as_str(),
         inference.time_ms = Empty,
         inference.batch_size = Empty,
     );
-    let result = engine.predict(input).instrument(span.clone()).await;
+    // The span is not entered while the image waits for its batch: it times from creation to
+    // drop, and entering it on every poll would only add subscriber work.
+    let result = engine.predict(input).await;
     match &result {
         Ok(p) => {
             crate::metrics::record_prediction(p.digit);

@@ -63,12 +63,12 @@ pub fn start(info: Info<'_>) -> Span {
     };
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %name,
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = Empty,
-        http.request.method = %method,
+        http.request.method = method,
         http.route = route,
-        url.path = %path,
+        url.path = path,
         http.response.status_code = Empty,
         server.address = server_address,
         server.port = server_port,
