@@ -148,6 +148,9 @@ pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
                     .with_endpoint(format!("{host}:{port}"))
                     .with_service_name(service_name())
                     .with_auto_split_batch(true)
+                    // `otel.library.name` would repeat the service name on every span, and
+                    // each tag costs ~2,000 instructions in this exporter's encoder.
+                    .with_instrumentation_library_tags(false)
                     .build_sync_agent_exporter()
                     .with_context(|| format!("Jaeger agent exporter to {host}:{port}"))?;
                 builder.with_span_processor(
