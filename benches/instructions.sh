@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Instructions per /predict request, counted by valgrind's callgrind: unlike req/s, the count
+# barely moves between runs on a noisy machine, so it can split tracing's cost by part.
+#
+#   benches/instructions.sh                 the settings below, one server each
+#   N=2000 benches/instructions.sh          more requests per setting
+#
+# Each server runs under callgrind; after 200 warm-up requests the counters are zeroed, N
+# requests are sent one after another on one keep-alive connection, and the counters are
+# dumped once the exporters' batches have left (user-space instructions of every thread).
+# Installs valgrind from Debian if it is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-1000}
+IMAGE=${IMAGE:-tests/fixtures/seven.png}
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+if ! command -v valgrind >/dev/null; then
+  echo "installing valgrind..." >&2
+  (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
+fi
+cargo build --release --quiet --bin mnist-api
+bin=target/release/mnist-api
+AGENT_PORT=${AGENT_PORT:-16841}
+python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', $AGENT_PORT))
+while True: s.recv(65536)
+" &
+pids+=($!)
+printf 'bench-password\n' | $bin --users "$work/users.json" user add bench 2>/dev/null
+export SECRET_KEY=bench-secret-key
+
+# send PORT COUNT TOKEN: COUNT sequential /predict requests on one connection
+send() {
+  python3 - "$1" "$2" "$3" "$IMAGE" <<'PY'
+import http.client, sys
+port, n, token, image = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+b = "mnistbenchboundary"
+body = (f'--{b}\r\nContent-Disposition: form-data; name="file"; filename="digit.png"\r\n'
+        'Content-Type: image/png\r\n\r\n').encode() + open(image, "rb").read() + f"\r\n--{b}--\r\n".encode()
+headers = {"Content-Type": f"multipart/form-data; boundary={b}", "Authorization": "Bearer " + token}
+c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+for _ in range(n):
+    c.request("POST", "/predict", body, headers)
+    r = c.getresponse(); r.read()
+    if r.status != 200:
+        sys.exit(f"HTTP {r.status}")
+PY
+}
+
+# measure LABEL ENV... -> prints instructions per request
+measure() {
+  local label=$1 port=$((19700 + ${#pids[@]})) vg token out
+  shift
+  out="$work/callgrind.$port"
+  env "$@" JAEGER_AGENT_HOST=127.0.0.1 JAEGER_AGENT_PORT=$AGENT_PORT OTEL_BSP_SCHEDULE_DELAY=1000 \
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    $bin --bind 127.0.0.1:$port --users "$work/users.json" >"$work/log.$port" 2>&1 &
+  vg=$!
+  pids+=($vg)
+  for _ in $(seq 1 600); do
+    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  token=$(curl -s "http://127.0.0.1:$port/login" -H 'Content-Type: application/json' \
+    -d '{"username":"bench","password":"bench-password"}' |
+    sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  send $port 200 "$token"
+  sleep 3 # the warm-up's spans leave before counting starts
+  callgrind_control -z $vg >/dev/null 2>&1
+  send $port "$N" "$token"
+  sleep 3 # and the measured requests' spans are exported before the dump
+  callgrind_control -d $vg >/dev/null 2>&1
+  kill $vg
+  wait $vg 2>/dev/null || true
+  local total
+  total=$(grep -hE '^(summary|totals):' "$out".*1 | head -1 | awk '{print $2}')
+  # Inclusive count of the SDK batch processor's task: receiving, converting, encoding and
+  # sending the spans, everything after a span has ended.
+  local exporting
+  exporting=$(callgrind_annotate --inclusive=yes "$out".*1 2>/dev/null |
+    grep -m1 -E 'BatchSpanProcessorInternal<R>::run::\{\{closure\}\} \[' |
+    awk '{gsub(",", "", $1); print $1}' || true)
+  printf '| %-58s | %9d | %9d |\n' "$label" $((total / N)) $((${exporting:-0} / N))
+}
+
+echo "callgrind, $N sequential requests per setting, image $IMAGE"
+echo
+echo "| setting | instructions per request | of which the export task |"
+echo "|---|---|---|"
+measure "tracing off (\`OTEL_TRACES_EXPORTER=none\`)" OTEL_TRACES_EXPORTER=none
+measure "spans created, sampled out (\`OTEL_TRACES_SAMPLER=always_off\`)" OTEL_TRACES_SAMPLER=always_off
+measure "Jaeger export (the default)" OTEL_TRACES_EXPORTER=jaeger
