@@ -14,30 +14,9 @@ cd "$(dirname "$0")/.."
 
 N=${N:-1000}
 IMAGE=${IMAGE:-tests/fixtures/seven.png}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-if ! command -v valgrind >/dev/null; then
-  echo "installing valgrind..." >&2
-  (apt-get update -qq && apt-get install -y -qq valgrind) >/dev/null
-fi
-cargo build --release --quiet --bin mnist-api
-bin=target/release/mnist-api
 AGENT_PORT=${AGENT_PORT:-16841}
-python3 -c "
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', $AGENT_PORT))
-while True: s.recv(65536)
-" &
-pids+=($!)
-printf 'bench-password\n' | $bin --users "$work/users.json" user add bench 2>/dev/null
-export SECRET_KEY=bench-secret-key
+source benches/common.sh
+need valgrind
 
 # send PORT COUNT TOKEN: COUNT sequential /predict requests on one connection
 send() {
@@ -67,13 +46,9 @@ measure() {
     $bin --bind 127.0.0.1:$port --users "$work/users.json" >"$work/log.$port" 2>&1 &
   vg=$!
   pids+=($vg)
-  for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  token=$(curl -s "http://127.0.0.1:$port/login" -H 'Content-Type: application/json' \
-    -d '{"username":"bench","password":"bench-password"}' |
-    sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  # Start-up under valgrind takes seconds, not milliseconds.
+  wait_ready "http://127.0.0.1:$port/health" 6000 >/dev/null
+  token=$(token $port)
   send $port 200 "$token"
   sleep 3 # the warm-up's spans leave before counting starts
   callgrind_control -z $vg >/dev/null 2>&1

@@ -17,49 +17,8 @@ FLASK_DIR=${FLASK_DIR:-../shared/peers/seed-flask}
 API_PORT=${API_PORT:-18080}
 FLASK_PORT=${FLASK_PORT:-15055}
 AGENT_PORT=${AGENT_PORT:-16831}
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-if ! command -v wrk >/dev/null; then
-  echo "installing wrk..." >&2
-  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
-fi
-cargo build --release --quiet --bin mnist-api
-bin=target/release/mnist-api
-
-# A stand-in Jaeger agent: reads and counts datagrams, so export really happens.
-python3 -c "
-import socket,sys
-s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.bind(('127.0.0.1',$AGENT_PORT))
-n=0
-while True:
-    s.recv(65536); n+=1
-    if n%100==0: open('$work/datagrams','w').write(str(n))
-" &
-pids+=($!)
-
-printf 'bench-password\n' | $bin --users "$work/users.json" user add bench 2>/dev/null
-export SECRET_KEY=bench-secret-key
-
-wait_ready() { # url [tries of 10 ms] -> seconds until it answered
-  local start
-  start=$(date +%s.%N)
-  for _ in $(seq 1 "${2:-500}"); do
-    if curl -fs "$1" >/dev/null 2>&1; then
-      awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN {printf "%.3f", a - b}'
-      return 0
-    fi
-    sleep 0.01
-  done
-  echo "never ready: $1" >&2
-  return 1
-}
+source benches/common.sh
+need wrk
 
 # start_api PORT EXTRA_ENV... ; sets API_PID and READY
 start_api() {
@@ -70,12 +29,6 @@ start_api() {
   API_PID=$!
   pids+=($API_PID)
   READY=$(wait_ready "http://127.0.0.1:$port/health")
-}
-
-token() { # port
-  curl -s "http://127.0.0.1:$1/login" -H 'Content-Type: application/json' \
-    -d '{"username":"bench","password":"bench-password"}' |
-    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
 }
 
 # run_wrk URL CONNS TOKEN -> "rps p50 p99 errors"

@@ -1,0 +1,57 @@
+# Set-up shared by the bench scripts; sourced after they set AGENT_PORT, not run on its own.
+# Leaves: $work (a scratch directory), $pids (processes to stop; both cleaned up on exit),
+# $bin (the release server, freshly built), a stand-in Jaeger agent on $AGENT_PORT, a user
+# `bench` in $work/users.json, and SECRET_KEY exported.
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need() { # COMMAND [DEBIAN_PACKAGE]: installs the package when the command is missing
+  if ! command -v "$1" >/dev/null; then
+    echo "installing ${2:-$1}..." >&2
+    (apt-get update -qq && apt-get install -y -qq "${2:-$1}") >/dev/null
+  fi
+}
+
+cargo build --release --quiet --bin mnist-api
+bin=target/release/mnist-api
+
+# A stand-in Jaeger agent: reads and counts datagrams, so export really happens.
+python3 -c "
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', $AGENT_PORT))
+n = 0
+while True:
+    s.recv(65536); n += 1
+    if n % 100 == 0: open('$work/datagrams', 'w').write(str(n))
+" &
+pids+=($!)
+
+printf 'bench-password\n' | $bin --users "$work/users.json" user add bench 2>/dev/null
+export SECRET_KEY=bench-secret-key
+
+wait_ready() { # URL [TRIES of 10 ms] -> seconds until it answered
+  local start
+  start=$(date +%s.%N)
+  for _ in $(seq 1 "${2:-500}"); do
+    if curl -fs "$1" >/dev/null 2>&1; then
+      awk -v a="$(date +%s.%N)" -v b="$start" 'BEGIN {printf "%.3f", a - b}'
+      return 0
+    fi
+    sleep 0.01
+  done
+  echo "never ready: $1" >&2
+  return 1
+}
+
+token() { # PORT -> a bearer token for the bench user
+  curl -s "http://127.0.0.1:$1/login" -H 'Content-Type: application/json' \
+    -d '{"username":"bench","password":"bench-password"}' |
+    sed -E 's/.*"access_token":"([^"]+)".*/\1/'
+}
