@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod auth;
+pub mod clip;
 pub mod config;
 pub mod conv;
 pub mod data;
