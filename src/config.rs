@@ -106,6 +106,24 @@ pub struct ServeArgs {
     /// /predict requests decoded or waiting at once; beyond that 503.
     #[arg(long, env = "MNIST_API_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+    /// Most client connections at once (default: the descriptor limit, raised to its hard
+    /// limit, less 128; at most 10,000). At the cap the connection idle the longest is closed
+    /// to make room; when all are busy, new ones wait in the kernel's backlog.
+    #[arg(long, env = "MNIST_API_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Seconds a client has to send a request's headers before the connection is closed.
+    #[arg(long, env = "MNIST_API_HEADER_TIMEOUT", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Seconds a connection may stay open with no request in progress (keep-alive).
+    #[arg(long, env = "MNIST_API_IDLE_TIMEOUT", default_value_t = 60)]
+    pub idle_timeout: u64,
+    /// Seconds a client has to send a whole request body; a slower upload gets 408.
+    #[arg(long, env = "MNIST_API_BODY_TIMEOUT", default_value_t = 30)]
+    pub body_timeout: u64,
+    /// Bytes of request bodies held in memory at once, all requests together; a request that
+    /// would go over it gets 503 with Retry-After.
+    #[arg(long, env = "MNIST_API_BODY_MEMORY", default_value_t = 64 * 1024 * 1024)]
+    pub body_memory: u64,
     /// Where spans go: comma-separated `jaeger` (agent, UDP to JAEGER_AGENT_HOST:JAEGER_AGENT_PORT),
     /// `otlp` (OTEL_EXPORTER_OTLP_*), `console`, or `none`.
     #[arg(long, env = "OTEL_TRACES_EXPORTER", default_value = "jaeger")]
@@ -126,6 +144,17 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_wait: Duration::from_micros(self.batch_wait_us),
             queue: self.queue,
+        }
+    }
+
+    /// Connection cap and timeouts.
+    pub fn conn_limits(&self) -> crate::server::ConnLimits {
+        crate::server::ConnLimits {
+            max_connections: self
+                .max_connections
+                .unwrap_or_else(crate::server::default_max_connections),
+            header_timeout: Duration::from_secs(self.header_timeout.max(1)),
+            idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
         }
     }
 

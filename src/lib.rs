@@ -16,9 +16,11 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod telemetry;
 pub mod training;
+pub mod upload;
 pub mod user_admin;
 pub mod weights;
 

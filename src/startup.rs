@@ -17,6 +17,8 @@ use crate::decode_pool::DecodePool;
 use crate::inference::Engine;
 use crate::preprocess::ImageLimits;
 use crate::routes;
+use crate::server::ConnLimits;
+use crate::upload::BodyLimits;
 use crate::weights;
 
 /// The model as named in every prediction.
@@ -47,6 +49,8 @@ struct Inner {
     info: ModelInfo,
     image_limits: ImageLimits,
     max_body_bytes: u64,
+    body_timeout: Duration,
+    body_memory: Arc<Semaphore>,
     max_files: usize,
     in_flight: Arc<Semaphore>,
     decoders: DecodePool,
@@ -83,6 +87,15 @@ impl AppState {
     pub fn max_body_bytes(&self) -> u64 {
         self.0.max_body_bytes
     }
+    /// Limits for reading a body of at most `max_bytes`: the request timeout and the budget
+    /// shared by all bodies.
+    pub fn body_limits(&self, max_bytes: u64) -> BodyLimits {
+        BodyLimits {
+            max_bytes,
+            timeout: self.0.body_timeout,
+            budget: Arc::clone(&self.0.body_memory),
+        }
+    }
     /// Most images per request.
     pub fn max_files(&self) -> usize {
         self.0.max_files
@@ -110,6 +123,7 @@ pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
+    conn_limits: ConnLimits,
     shutdown_timeout: Duration,
 }
 
@@ -149,6 +163,12 @@ impl Application {
             info,
             image_limits: args.image_limits(),
             max_body_bytes: args.max_body_bytes,
+            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
+            body_memory: Arc::new(Semaphore::new(
+                usize::try_from(args.body_memory)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             max_files: args.max_files.max(1),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
@@ -159,6 +179,7 @@ impl Application {
             listener,
             addr,
             state,
+            conn_limits: args.conn_limits(),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         })
     }
@@ -168,33 +189,21 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight requests
-    /// finish for at most the configured timeout.
+    /// Serves until `shutdown` resolves, then stops accepting, closes idle connections and
+    /// lets requests in flight finish for at most the configured timeout.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let (started_tx, mut started_rx) = tokio::sync::watch::channel(false);
-        let graceful = async move {
+        let shutdown = async move {
             shutdown.await;
-            let _ = started_tx.send(true);
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
         };
-        let server = warp::serve(routes::api(self.state))
-            .incoming(self.listener)
-            .graceful(graceful)
-            .run();
-        tokio::pin!(server);
-        tokio::select! {
-            () = &mut server => return,
-            _ = started_rx.wait_for(|s| *s) => {}
-        }
-        tracing::info!("shutting down: no new connections, finishing requests in flight");
-        if tokio::time::timeout(self.shutdown_timeout, server)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                timeout_secs = self.shutdown_timeout.as_secs(),
-                "requests still in flight at the shutdown timeout; exiting anyway"
-            );
-        }
+        crate::server::serve(
+            self.listener,
+            routes::api(self.state),
+            self.conn_limits,
+            shutdown,
+            self.shutdown_timeout,
+        )
+        .await;
     }
 }
 

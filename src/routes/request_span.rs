@@ -91,7 +91,7 @@ pub fn start(info: Info<'_>) -> Span {
 
 /// Records the peer address on the request span (warp's trace `Info` does not carry it).
 pub fn record_client() -> impl Filter<Extract = (), Error = Infallible> + Clone {
-    warp::addr::remote()
+    crate::server::client_addr()
         .map(|addr: Option<SocketAddr>| {
             if let Some(a) = addr {
                 Span::current().record("client.address", tracing::field::display(a.ip()));
