@@ -51,6 +51,9 @@ pub enum ApiError {
     /// The body is bigger than the configured limit.
     #[error("request body exceeds the limit of {0} bytes")]
     BodyTooLarge(u64),
+    /// The body did not arrive within the body timeout.
+    #[error("request body not received within {0} s: send the whole body promptly")]
+    BodyTimeout(u64),
     /// One of the uploaded images is unusable; `index` counts `file` parts from 0.
     #[error("file {index}{}: {source}", name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
     Image {
@@ -105,6 +108,7 @@ impl ApiError {
             TooManyFiles(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
             BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header"),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Image { source, .. } => source.status_and_code(),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -138,8 +142,9 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+            StatusCode::REQUEST_TIMEOUT => {
+                // The rest of the body may still be on its way; the connection cannot be reused.
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -165,6 +170,11 @@ fn from_warp(err: &Rejection) -> ApiError {
 
 /// The `recover` handler: every rejection becomes a JSON error response, recorded on the
 /// request span as an `exception` event.
+///
+/// That event is the request's one log line, at a level that fits: a client's mistake (4xx)
+/// is routine and goes to the span only (target `mnist_api::exception` at info, which the
+/// default log filter leaves out), an overload is a warning, and only our own failure is an
+/// error. A flood of bad requests must not become a flood of log.
 pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
     let fallback;
     let api = match err.find::<ApiError>() {
@@ -175,15 +185,36 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
         }
     };
     let (status, code) = api.status_and_code();
-    if let ApiError::Internal(cause) = api {
-        tracing::error!(error = %format!("{cause:#}"), "request failed");
-    }
     tracing::Span::current().record("error.type", code);
-    tracing::info!(
-        exception.message = %api,
-        exception.type = code,
-        http.response.status_code = status.as_u16() as i64,
-        "exception"
-    );
+    let message = api.to_string();
+    let message = crate::clip::clip_to(&message, MAX_LOGGED_MESSAGE);
+    let status_code = status.as_u16() as i64;
+    let cause = match api {
+        ApiError::Internal(cause) => Some(format!("{cause:#}")),
+        _ => None,
+    };
+    // One macro call per level: tracing fixes an event's level and target at compile time.
+    macro_rules! exception {
+        ($level:expr) => {
+            tracing::event!(
+                target: "mnist_api::exception",
+                $level,
+                { exception.message = %message, exception.type = %code,
+                  http.response.status_code = status_code, error.cause = cause.as_deref() },
+                "exception"
+            )
+        };
+    }
+    if matches!(api, ApiError::Internal(_)) {
+        exception!(tracing::Level::ERROR);
+    } else if status.is_server_error() {
+        exception!(tracing::Level::WARN);
+    } else {
+        exception!(tracing::Level::INFO);
+    }
     Ok(api.to_response())
 }
+
+/// Longest error message written to a log line or span event; client-supplied parts are
+/// already clipped where they enter, this bounds the whole.
+const MAX_LOGGED_MESSAGE: usize = 1024;

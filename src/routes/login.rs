@@ -5,9 +5,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use warp::{Filter, Rejection, Reply};
 
-use super::{read_limited, with_state};
+use super::with_state;
 use crate::error::{ApiError, ErrorBody, JSON_BODY_LIMIT};
 use crate::startup::AppState;
+use crate::upload::read_limited;
 
 /// The request body. Fields are loose (`Value`) so a number or null reads as "missing", like
 /// the original app's `if not username or not password`.
@@ -53,16 +54,19 @@ pub(crate) struct Token {
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("login")
         .and(warp::post())
-        .and(warp::header::optional::<u64>("content-length"))
+        .and(warp::header::optional::<String>("content-length"))
         .and(warp::body::stream())
         .and(with_state(state))
-        .and_then(|declared: Option<u64>, body, state: AppState| async move {
-            let result = async {
-                let body = read_limited(declared, body, JSON_BODY_LIMIT).await?;
-                login(&body, state).await
-            };
-            result.await.map_err(Rejection::from)
-        })
+        .and_then(
+            |declared: Option<String>, body, state: AppState| async move {
+                let result = async {
+                    let limits = state.body_limits(JSON_BODY_LIMIT);
+                    let (body, _charge) = read_limited(declared.as_deref(), body, &limits).await?;
+                    login(&body, state).await
+                };
+                result.await.map_err(Rejection::from)
+            },
+        )
 }
 
 fn non_empty(v: Option<serde_json::Value>) -> Option<String> {

@@ -12,6 +12,8 @@ mod web;
 
 use std::convert::Infallible;
 
+use warp::http::{header, HeaderValue, StatusCode};
+use warp::path::FullPath;
 use warp::{Filter, Reply};
 
 use crate::error::handle_rejection;
@@ -28,10 +30,21 @@ pub fn api(
         .or(login::route(state.clone()))
         .or(predict::route(state.clone()))
         .or(web::route(state));
-    request_span::record_client()
+    let handled = request_span::record_client()
         .and(routes)
-        .recover(handle_rejection)
-        .map(|reply| request_span::finish(Reply::into_response(reply)))
+        .recover(handle_rejection);
+    warp::path::full()
+        .and(handled)
+        .map(|path: FullPath, reply| {
+            let mut res = Reply::into_response(reply);
+            if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+                res.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static(allowed_methods(path.as_str())),
+                );
+            }
+            request_span::finish(res)
+        })
         .with(warp::trace(request_span::start))
         .with(warp::log::custom(|info| {
             crate::metrics::record_request(
@@ -43,36 +56,13 @@ pub fn api(
         }))
 }
 
-/// Reads a whole body of at most `limit` bytes, refusing larger ones as soon as they cross the
-/// limit (declared or streamed), so nothing big is ever buffered.
-async fn read_limited(
-    declared: Option<u64>,
-    body: impl futures_util::Stream<Item = Result<impl bytes::Buf, warp::Error>>,
-    limit: u64,
-) -> Result<Vec<u8>, crate::error::ApiError> {
-    use crate::error::ApiError;
-    use futures_util::TryStreamExt;
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::BodyTooLarge(limit));
+/// The methods a known path answers, for the `Allow` header of its 405 (RFC 9110 §15.5.6).
+fn allowed_methods(path: &str) -> &'static str {
+    match path {
+        "/login" | "/predict" => "POST",
+        "/health" => "GET, HEAD",
+        _ => "GET",
     }
-    let mut out = Vec::new();
-    futures_util::pin_mut!(body);
-    while let Some(mut chunk) = body
-        .try_next()
-        .await
-        .map_err(|e| ApiError::BadHeader(format!("reading the body failed: {e}")))?
-    {
-        if out.len() as u64 + chunk.remaining() as u64 > limit {
-            return Err(ApiError::BodyTooLarge(limit));
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            out.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
-    }
-    Ok(out)
 }
 
 /// Hands a clone of the shared state to a handler.

@@ -4,8 +4,8 @@
 //! original app's fields plus more); several answer `{"predictions": [...], "model"}` in the
 //! order the parts were sent.
 
-use bytes::{Buf, Bytes};
-use futures_util::{Stream, TryStreamExt};
+use bytes::Buf;
+use futures_util::Stream;
 use serde::Serialize;
 use tracing::field::Empty;
 use tracing::Span;
@@ -16,6 +16,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, Prepared};
 use crate::startup::{AppState, ModelRef};
+use crate::upload;
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
 /// unless the server runs with `--no-auth`.
@@ -130,11 +131,21 @@ async fn predict(
             .tokens
             .verify_header(req.authorization.as_deref())?;
     }
+    // The body is read before an in-flight permit is taken: a client that stalls its upload
+    // holds a connection and at most its own bytes of the body budget, never a permit that
+    // others need.
+    let (files, _charge) = upload::read_files(
+        req.content_type.as_deref(),
+        req.content_length.as_deref(),
+        body,
+        &state.body_limits(state.max_body_bytes()),
+        state.max_files(),
+    )
+    .await?;
     let _permit = state
         .in_flight()
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
-    let files = read_files(&req, body, &state).await?;
 
     let limits = state.image_limits();
     let request_span = Span::current();
@@ -243,65 +254,4 @@ async fn classify(
         Err(e) => tracing::info!(parent: &span, error = %e),
     }
     result
-}
-
-/// Streams the multipart body, keeping the `file` parts, within the body and count limits.
-async fn read_files(
-    req: &Request,
-    body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + 'static,
-    state: &AppState,
-) -> Result<Vec<(Option<String>, Bytes)>, ApiError> {
-    let content_type = req.content_type.as_deref().unwrap_or("");
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != "multipart/form-data" {
-        let got = if content_type.is_empty() {
-            "no Content-Type".to_string()
-        } else {
-            format!("Content-Type `{content_type}`")
-        };
-        return Err(ApiError::NotMultipart(got));
-    }
-    let boundary =
-        multer::parse_boundary(content_type).map_err(|e| ApiError::BadMultipart(e.to_string()))?;
-    let max = state.max_body_bytes();
-    // A declared length over the limit is refused before a single byte is read.
-    if let Some(len) = req.content_length.as_deref() {
-        match len.trim().parse::<u64>() {
-            Ok(n) if n > max => return Err(ApiError::BodyTooLarge(max)),
-            Ok(_) => {}
-            Err(_) => return Err(ApiError::BadHeader("invalid Content-Length".into())),
-        }
-    }
-    let stream = body.map_ok(|mut buf| buf.copy_to_bytes(buf.remaining()));
-    let constraints =
-        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(max));
-    let mut multipart = multer::Multipart::with_constraints(stream, boundary, constraints);
-    let max_files = state.max_files();
-    let mut files = Vec::new();
-    let multer_err = |e: multer::Error| match e {
-        multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-            ApiError::BodyTooLarge(max)
-        }
-        other => ApiError::BadMultipart(other.to_string()),
-    };
-    while let Some(field) = multipart.next_field().await.map_err(multer_err)? {
-        if field.name() != Some("file") {
-            continue;
-        }
-        if files.len() == max_files {
-            return Err(ApiError::TooManyFiles(max_files));
-        }
-        let name = field.file_name().map(str::to_string);
-        let bytes = field.bytes().await.map_err(multer_err)?;
-        files.push((name, bytes));
-    }
-    if files.is_empty() {
-        return Err(ApiError::NoFile);
-    }
-    Ok(files)
 }
