@@ -31,9 +31,12 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// The service name in every span, unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "mnist-api";
-/// Log filter when `RUST_LOG` is unset: warp's two lines per request are left out, the spans
-/// carry the same facts.
-pub const DEFAULT_LOG_FILTER: &str = "info,warp=warn";
+/// Log filter when `RUST_LOG` is unset: clients' mistakes (4xx, at info under
+/// `mnist_api::exception`) are left out, overloads and our own failures stay: at most one line
+/// per failed request, and none for routine ones.
+pub const DEFAULT_LOG_FILTER: &str = "info,mnist_api::exception=warn";
+/// Always appended to the log filter (see [`install`]).
+const WARP_TRACE_OFF: &str = "warp::filters::trace=off";
 /// How long shutdown waits for the last spans to leave.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -214,7 +217,10 @@ pub fn install(provider: Option<&TracerProvider>) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_filter(
             EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+                // warp's per-request lines repeat our own exception line (a second line per
+                // failed request, at WARN for any 4xx), whatever RUST_LOG asks for.
+                .add_directive(WARP_TRACE_OFF.parse().expect("a valid directive")),
         );
     let otel = provider.map(|p| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
