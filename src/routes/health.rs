@@ -10,11 +10,12 @@ pub(crate) struct Health {
     status: &'static str,
 }
 
-/// `GET /health` → `200 {"status":"ok"}`.
+/// `GET /health` → `200 {"status":"ok"}`; `HEAD /health` for probes that only look at the status.
 #[utoipa::path(get, path = "/health", tag = "service", operation_id = "health",
     responses((status = 200, description = "The process is up", body = Health)))]
 pub fn route() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("health").and(warp::get()).map(|| {
+    let get_or_head = warp::get().or(warp::head()).unify();
+    warp::path!("health").and(get_or_head).map(|| {
         let _span = tracing::info_span!("health-check").entered();
         warp::reply::json(&Health { status: "ok" })
     })

@@ -2,7 +2,7 @@
 //! probabilities and a link to the request's trace in Jaeger. The page and its assets are
 //! embedded in the binary (no CDN), so it works offline.
 
-use warp::http::header::{HeaderValue, CONTENT_SECURITY_POLICY};
+use warp::http::header::{HeaderValue, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
@@ -33,8 +33,9 @@ pub fn route(
     let page = warp::path::end()
         .and(assets::serve(index))
         .map(|mut res: Response| {
-            res.headers_mut()
-                .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+            let headers = res.headers_mut();
+            headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+            headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
             res
         });
     page.or(assets::file(

@@ -30,6 +30,10 @@ async fn docs_page_and_its_assets_are_served_from_the_binary() {
     let app = spawn_app().await;
     let page = app.get("/docs").await;
     assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
     let html = page.text().await.unwrap();
     for asset in [
         "/docs/swagger-ui.css",

@@ -74,6 +74,30 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
 }
 
 #[tokio::test]
+async fn a_405_names_the_methods_its_route_accepts_and_head_health_works() {
+    let app = spawn_app().await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/predict", "POST"),
+        (reqwest::Method::GET, "/login", "POST"),
+        (reqwest::Method::DELETE, "/health", "GET, HEAD"),
+        (reqwest::Method::POST, "/model", "GET"),
+        (reqwest::Method::PUT, "/metrics", "GET"),
+    ] {
+        let res = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 405, "{method} {path}");
+        assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+    }
+    let head = app.client.head(app.url("/health")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.bytes().await.unwrap().is_empty(), "HEAD has no body");
+}
+
+#[tokio::test]
 async fn predict_without_a_valid_token_is_401_with_a_challenge() {
     let app = spawn_app().await;
     let res = app.predict(None, vec![digit()]).await;
