@@ -33,6 +33,18 @@ pub enum ApiError {
     /// The token was valid but has expired.
     #[error("token expired: log in again")]
     ExpiredToken,
+    /// A genuine token whose user was removed or changed password after it was issued.
+    #[error("token revoked: {0}; log in again")]
+    TokenRevoked(&'static str),
+    /// Too many failed logins for this username or from this address; nothing was checked.
+    #[error("too many failed logins: retry after {retry_after} seconds")]
+    TooManyAttempts {
+        /// Whole seconds until the next attempt is allowed (the `Retry-After` value).
+        retry_after: u64,
+    },
+    /// Every password-checking slot is taken; the client should retry.
+    #[error("server busy: too many logins in progress, retry shortly")]
+    LoginsOverloaded,
     /// `/predict` needs `multipart/form-data`.
     #[error("expected a multipart/form-data body with the image in field `file`, got {0}")]
     NotMultipart(String),
@@ -99,6 +111,9 @@ impl ApiError {
             MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired"),
+            TokenRevoked(_) => (StatusCode::UNAUTHORIZED, "token_revoked"),
+            TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            LoginsOverloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             NotMultipart(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart"),
             BadMultipart(_) => (StatusCode::BAD_REQUEST, "bad_multipart"),
             NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
@@ -125,9 +140,9 @@ impl ApiError {
         match status {
             StatusCode::UNAUTHORIZED => {
                 let challenge = match self {
-                    ApiError::InvalidToken(_) | ApiError::ExpiredToken => {
-                        "Bearer error=\"invalid_token\""
-                    }
+                    ApiError::InvalidToken(_)
+                    | ApiError::ExpiredToken
+                    | ApiError::TokenRevoked(_) => "Bearer error=\"invalid_token\"",
                     _ => "Bearer",
                 };
                 headers.insert(
@@ -137,6 +152,11 @@ impl ApiError {
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                if let ApiError::TooManyAttempts { retry_after } = self {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                }
             }
             StatusCode::METHOD_NOT_ALLOWED => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("GET, POST"));

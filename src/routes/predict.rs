@@ -125,10 +125,7 @@ async fn predict(
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
     if state.auth().required {
-        state
-            .auth()
-            .tokens
-            .verify_header(req.authorization.as_deref())?;
+        state.auth().authorize(req.authorization.as_deref())?;
     }
     let _permit = state
         .in_flight()
