@@ -125,7 +125,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MNIST_API_LOGIN_QUEUE", default_value_t = 16)]
     pub login_queue: usize,
     /// Login attempts per username per --login-attempt-window; beyond that 429.
-    #[arg(long, env = "MNIST_API_LOGIN_ATTEMPTS_PER_USER", default_value = "10")]
+    #[arg(long, env = "MNIST_API_LOGIN_ATTEMPTS_PER_USER", default_value = "20")]
     pub login_attempts_per_user: NonZeroU32,
     /// Login attempts per client address (IPv6: per /64) per --login-attempt-window; beyond
     /// that 429. X-Forwarded-For is not trusted: behind a proxy all clients share its address.
