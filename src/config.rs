@@ -1,6 +1,7 @@
 //! Settings of the `mnist-api` binary: flags with environment fallbacks (see `--help`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::auth::Secret;
 use crate::inference::EngineConfig;
+use crate::login_throttle::ThrottleConfig;
 use crate::preprocess::ImageLimits;
 
 /// Serve MNIST digit predictions over HTTP, or manage the users allowed to log in.
@@ -134,6 +136,36 @@ pub struct ServeArgs {
     /// Seconds to let in-flight requests finish after SIGTERM or Ctrl-C.
     #[arg(long, env = "MNIST_API_SHUTDOWN_TIMEOUT", default_value_t = 10)]
     pub shutdown_timeout: u64,
+    /// Threads that check passwords (argon2), apart from those serving predictions.
+    #[arg(long, env = "MNIST_API_LOGIN_THREADS", default_value_t = 1)]
+    pub login_threads: usize,
+    /// Logins allowed to wait for a password thread; beyond that /login answers 503.
+    #[arg(long, env = "MNIST_API_LOGIN_QUEUE", default_value_t = 16)]
+    pub login_queue: usize,
+    /// Login attempts per username per --login-attempt-window; beyond that 429.
+    #[arg(long, env = "MNIST_API_LOGIN_ATTEMPTS_PER_USER", default_value = "20")]
+    pub login_attempts_per_user: NonZeroU32,
+    /// Login attempts per client address (IPv6: per /64) per --login-attempt-window; beyond
+    /// that 429. X-Forwarded-For is not trusted: behind a proxy all clients share its address.
+    #[arg(
+        long,
+        env = "MNIST_API_LOGIN_ATTEMPTS_PER_ADDRESS",
+        default_value = "50"
+    )]
+    pub login_attempts_per_address: NonZeroU32,
+    /// Seconds over which a used-up login allowance refills completely (evenly).
+    #[arg(long, env = "MNIST_API_LOGIN_ATTEMPT_WINDOW", default_value_t = 300)]
+    pub login_attempt_window: u64,
+    /// Most usernames, and most addresses, the login throttle remembers at once.
+    #[arg(long, env = "MNIST_API_LOGIN_THROTTLE_KEYS", default_value_t = 100_000)]
+    pub login_throttle_keys: usize,
+    /// Milliseconds a throttled (429) login answer is held back.
+    #[arg(
+        long,
+        env = "MNIST_API_LOGIN_THROTTLE_DELAY_MS",
+        default_value_t = 1000
+    )]
+    pub login_throttle_delay_ms: u64,
 }
 
 impl ServeArgs {
@@ -163,6 +195,17 @@ impl ServeArgs {
         ImageLimits {
             max_side: self.max_image_side,
             ..ImageLimits::default()
+        }
+    }
+
+    /// Settings for the login throttle.
+    pub fn login_throttle(&self) -> ThrottleConfig {
+        ThrottleConfig {
+            per_user: self.login_attempts_per_user,
+            per_address: self.login_attempts_per_address,
+            window: Duration::from_secs(self.login_attempt_window.max(1)),
+            max_keys: self.login_throttle_keys.max(1),
+            delay: Duration::from_millis(self.login_throttle_delay_ms),
         }
     }
 

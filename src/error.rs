@@ -33,6 +33,18 @@ pub enum ApiError {
     /// The token was valid but has expired.
     #[error("token expired: log in again")]
     ExpiredToken,
+    /// A genuine token whose user was removed or changed password after it was issued.
+    #[error("token revoked: {0}; log in again")]
+    TokenRevoked(&'static str),
+    /// Too many failed logins for this username or from this address; nothing was checked.
+    #[error("too many failed logins: retry after {retry_after} seconds")]
+    TooManyAttempts {
+        /// Whole seconds until the next attempt is allowed (the `Retry-After` value).
+        retry_after: u64,
+    },
+    /// Every password-checking slot is taken; the client should retry.
+    #[error("server busy: too many logins in progress, retry shortly")]
+    LoginsOverloaded,
     /// `/predict` needs `multipart/form-data`.
     #[error("expected a multipart/form-data body with the image in field `file`, got {0}")]
     NotMultipart(String),
@@ -102,6 +114,9 @@ impl ApiError {
             MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
             InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
             ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired"),
+            TokenRevoked(_) => (StatusCode::UNAUTHORIZED, "token_revoked"),
+            TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
+            LoginsOverloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             NotMultipart(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart"),
             BadMultipart(_) => (StatusCode::BAD_REQUEST, "bad_multipart"),
             NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
@@ -129,9 +144,9 @@ impl ApiError {
         match status {
             StatusCode::UNAUTHORIZED => {
                 let challenge = match self {
-                    ApiError::InvalidToken(_) | ApiError::ExpiredToken => {
-                        "Bearer error=\"invalid_token\""
-                    }
+                    ApiError::InvalidToken(_)
+                    | ApiError::ExpiredToken
+                    | ApiError::TokenRevoked(_) => "Bearer error=\"invalid_token\"",
                     _ => "Bearer",
                 };
                 headers.insert(
@@ -145,6 +160,11 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT => {
                 // The rest of the body may still be on its way; the connection cannot be reused.
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                if let ApiError::TooManyAttempts { retry_after } = self {
+                    headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                }
             }
             _ => {}
         }

@@ -11,10 +11,12 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::auth::{self, Auth, Secret, Tokens, Users};
+use crate::auth::{self, Auth, Secret, Tokens, Users, UsersStore};
 use crate::config::ServeArgs;
 use crate::decode_pool::DecodePool;
 use crate::inference::Engine;
+use crate::login_throttle::LoginThrottle;
+use crate::password_pool::PasswordPool;
 use crate::preprocess::ImageLimits;
 use crate::routes;
 use crate::server::ConnLimits;
@@ -54,7 +56,8 @@ struct Inner {
     max_files: usize,
     in_flight: Arc<Semaphore>,
     decoders: DecodePool,
-    login_slots: Arc<Semaphore>,
+    passwords: PasswordPool,
+    login_throttle: LoginThrottle,
     jaeger_ui_url: String,
 }
 
@@ -112,9 +115,13 @@ impl AppState {
     pub fn jaeger_ui_url(&self) -> &str {
         &self.0.jaeger_ui_url
     }
-    /// Permits for password checks in progress.
-    pub fn login_slots(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.0.login_slots)
+    /// The password-checking threads.
+    pub fn passwords(&self) -> &PasswordPool {
+        &self.0.passwords
+    }
+    /// Failed-login allowances per username and per client address.
+    pub fn login_throttle(&self) -> &LoginThrottle {
+        &self.0.login_throttle
     }
 }
 
@@ -172,7 +179,9 @@ impl Application {
             max_files: args.max_files.max(1),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
-            login_slots: Arc::new(Semaphore::new(cores.max(2))),
+            passwords: PasswordPool::new(args.login_threads, args.login_queue)
+                .context("starting the password threads")?,
+            login_throttle: LoginThrottle::new(args.login_throttle()),
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
         }));
         Ok(Self {
@@ -220,34 +229,43 @@ fn load_auth(args: &ServeArgs, secret: Option<Secret>) -> anyhow::Result<Auth> {
     if args.no_auth {
         tracing::warn!("--no-auth: /predict accepts requests without a token; local demos only");
         return Ok(Auth {
-            users: Users::default(),
+            users: UsersStore::fixed(Users::default()),
             tokens,
             required: false,
         });
     }
     let mut users = Users::load(&args.users)?;
     if users.is_empty() {
-        first_user(&args.users, &mut users)?;
+        users = first_user(&args.users)?;
     }
     Ok(Auth {
-        users,
+        users: UsersStore::watch(&args.users, users),
         tokens,
         required: true,
     })
 }
 
-/// No users yet: create `admin` with a random password, shown once.
-fn first_user(path: &Path, users: &mut Users) -> anyhow::Result<()> {
+/// No users yet: create `admin` with a random password, shown once. Under the users file's
+/// lock, so a `user add` running meanwhile is neither lost nor overwritten.
+fn first_user(path: &Path) -> anyhow::Result<Users> {
     let password = auth::random_password();
-    users
-        .set_password("admin", &password)
-        .map_err(anyhow::Error::msg)?;
-    users.save(path)?;
+    let (users, created) = crate::user_admin::update(path, |users| {
+        let created = users.is_empty();
+        if created {
+            users
+                .set_password("admin", &password)
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok((users.clone(), created))
+    })?;
+    if !created {
+        return Ok(users);
+    }
     // Printed, not logged: the one place a password is shown, to the person starting the server.
     eprintln!(
         "\n  No users in {} yet; created user `admin` with password: {password}\n  \
          (shown once; change it with `mnist-api user passwd admin`)\n",
         path.display()
     );
-    Ok(())
+    Ok(users)
 }

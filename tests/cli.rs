@@ -122,3 +122,24 @@ fn trainer_errors_name_the_file() {
         text(&o)
     );
 }
+
+#[test]
+fn parallel_user_adds_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users.json");
+    let u = users.to_str().unwrap();
+    let names: Vec<String> = (0..8).map(|i| format!("user{i}")).collect();
+    std::thread::scope(|s| {
+        for name in &names {
+            s.spawn(move || {
+                let o = api(&["--users", u, "user", "add", name], "pw-of-someone\n");
+                assert!(o.status.success(), "{}", text(&o));
+            });
+        }
+    });
+    let listed = api(&["--users", u, "user", "list"], "");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let mut want = names.join("\n");
+    want.push('\n');
+    assert_eq!(listed, want, "every add must survive the others");
+}

@@ -1,8 +1,10 @@
 //! `POST /login`: username and password for a bearer token.
 
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use serde::Deserialize;
+use warp::http::header;
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
@@ -22,9 +24,9 @@ struct Credentials {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Only describes the body for the API docs.
 pub(crate) struct LoginRequest {
-    #[schema(example = "alice")]
+    #[schema(example = "alice", min_length = 1)]
     username: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     password: String,
 }
 
@@ -49,20 +51,23 @@ pub(crate) struct Token {
         (status = 400, description = "`credentials_required` (\"Username and password required\"), `invalid_json`", body = ErrorBody),
         (status = 401, description = "`bad_credentials`: the same for unknown users and wrong passwords", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
-        (status = 503, description = "`overloaded`: too many logins in progress", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: too many logins for this username or from this address; retry after the `Retry-After` seconds. Answered after a deliberate delay, without checking the password", body = ErrorBody,
+            headers(("retry-after" = u64, description = "Seconds until the next attempt is allowed"))),
+        (status = 503, description = "`overloaded`: too many logins waiting for a password check; retry after the `Retry-After` seconds", body = ErrorBody),
     ))]
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("login")
         .and(warp::post())
+        .and(crate::server::client_addr())
         .and(warp::header::optional::<String>("content-length"))
         .and(warp::body::stream())
         .and(with_state(state))
         .and_then(
-            |declared: Option<String>, body, state: AppState| async move {
+            |peer: Option<SocketAddr>, declared: Option<String>, body, state: AppState| async move {
                 let result = async {
                     let limits = state.body_limits(JSON_BODY_LIMIT);
                     let (body, _charge) = read_limited(declared.as_deref(), body, &limits).await?;
-                    login(&body, state).await
+                    login(&body, peer.map(|p| p.ip()), state).await
                 };
                 result.await.map_err(Rejection::from)
             },
@@ -76,7 +81,7 @@ fn non_empty(v: Option<serde_json::Value>) -> Option<String> {
     }
 }
 
-async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
+async fn login(body: &[u8], peer: Option<IpAddr>, state: AppState) -> Result<impl Reply, ApiError> {
     let span = tracing::info_span!("login", enduser.id = tracing::field::Empty);
     let creds: Credentials = match serde_json::from_slice::<serde_json::Value>(body) {
         Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
@@ -89,31 +94,43 @@ async fn login(body: &[u8], state: AppState) -> Result<impl Reply, ApiError> {
     else {
         return Err(ApiError::CredentialsRequired);
     };
-    // argon2 takes tens of milliseconds and ~19 MiB: a few at a time, off the executor.
-    let permit = tokio::time::timeout(Duration::from_secs(10), state.login_slots().acquire_owned())
-        .await
-        .map_err(|_| ApiError::Overloaded)?
-        .map_err(|e| ApiError::Internal(e.into()))?;
+    let throttle = state.login_throttle();
+    if let Err(throttled) = throttle.check(&username, peer) {
+        // Held back so that a client ignoring Retry-After gets one answer per connection per
+        // delay, not thousands of cheap 429s a second; an async sleep costs no thread.
+        tokio::time::sleep(throttle.delay()).await;
+        return Err(ApiError::TooManyAttempts {
+            retry_after: throttled.retry_after,
+        });
+    }
     let auth = state.auth();
-    let user = username.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let ok = auth.users.verify(&user, &password);
-        crate::release_freed_memory();
-        ok
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.into()))?;
+    let users = auth.users.get();
+    let (user, checked) = (username.clone(), Arc::clone(&users));
+    // Unknown users cost the same argon2 work (see `Users::verify`), on the password threads,
+    // never on the threads that serve predictions.
+    let ok = state
+        .passwords()
+        .run(move || checked.verify(&user, &password))
+        .await?;
     if !ok {
         tracing::info!(parent: &span, error = "bad username or password");
         return Err(ApiError::BadCredentials);
     }
     span.record("enduser.id", username.as_str());
     tracing::info!(parent: &span, "user {username} logged in");
-    let token = state.auth().tokens.issue(&username)?;
-    Ok(warp::reply::json(&Token {
+    // Bound to the password just checked, from the same snapshot of the users file.
+    let token = auth
+        .tokens
+        .issue_with(&username, users.fingerprint(&username))?;
+    let reply = warp::reply::json(&Token {
         access_token: token,
         token_type: "Bearer",
-        expires_in: state.auth().tokens.ttl_secs(),
-    }))
+        expires_in: auth.tokens.ttl_secs(),
+    });
+    // RFC 6749 §5.1: a response carrying a token must not be stored by any cache.
+    Ok(warp::reply::with_header(
+        warp::reply::with_header(reply, header::CACHE_CONTROL, "no-store"),
+        header::PRAGMA,
+        "no-cache",
+    ))
 }

@@ -126,10 +126,7 @@ async fn predict(
     state: AppState,
 ) -> Result<warp::reply::Response, ApiError> {
     if state.auth().required {
-        state
-            .auth()
-            .tokens
-            .verify_header(req.authorization.as_deref())?;
+        state.auth().authorize(req.authorization.as_deref())?;
     }
     // The body is read before an in-flight permit is taken: a client that stalls its upload
     // holds a connection and at most its own bytes of the body budget, never a permit that
