@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod model;
 pub mod preprocess;
 pub mod routes;
+pub mod span_export;
 pub mod startup;
 pub mod telemetry;
 pub mod training;
