@@ -19,6 +19,7 @@ pub mod password_pool;
 pub mod preprocess;
 pub mod routes;
 pub mod server;
+pub mod span_export;
 pub mod startup;
 pub mod telemetry;
 pub mod training;

@@ -10,6 +10,8 @@ use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use warp::http::{Method, StatusCode};
 
+use crate::span_export::{self, DropReason};
+
 /// Latency buckets, seconds: loopback requests take ~0.1–5 ms, an overloaded or large-image
 /// request up to seconds.
 const SECONDS: &[f64] = &[
@@ -76,13 +78,23 @@ fn describe() {
     );
     describe_counter!(
         "otel_spans_dropped_total",
-        "Spans dropped because an exporter's queue was full."
+        "Spans that never reached a collector, by reason: queue_full (the exporter cannot keep \
+         up), export_failed (their batch failed or timed out), exporter_unavailable (e.g. the \
+         Jaeger agent's name does not resolve yet)."
+    );
+    describe_counter!(
+        "otel_export_failures_total",
+        "Span batches not delivered: failed, timed out, or no exporter available yet."
     );
 }
 
 /// The metrics in Prometheus text format.
 pub fn render() -> String {
-    counter!("otel_spans_dropped_total").absolute(crate::telemetry::dropped_spans());
+    for reason in DropReason::ALL {
+        counter!("otel_spans_dropped_total", "reason" => reason.label())
+            .absolute(span_export::dropped_spans(reason));
+    }
+    counter!("otel_export_failures_total").absolute(span_export::failed_exports());
     handle().render()
 }
 
@@ -162,7 +174,10 @@ mod tests {
         assert!(text.contains(
             "http_request_duration_seconds_bucket{method=\"_OTHER\",route=\"other\",le=\"0.005\"}"
         ));
-        assert!(text.contains("otel_spans_dropped_total"));
+        assert!(text.contains(r#"otel_spans_dropped_total{reason="queue_full"}"#));
+        assert!(text.contains(r#"otel_spans_dropped_total{reason="export_failed"}"#));
+        assert!(text.contains(r#"otel_spans_dropped_total{reason="exporter_unavailable"}"#));
+        assert!(text.contains("otel_export_failures_total"));
     }
 
     #[test]

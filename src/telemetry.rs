@@ -11,23 +11,31 @@
 //!
 //! Every exporter sits behind a batch processor with a bounded queue: when a collector is slow
 //! or missing, spans are dropped (and counted) instead of slowing requests or growing memory.
+//! String values are cut to `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT` on the way out, and the Jaeger
+//! agent's name may resolve late (see [`crate::span_export`]).
 
 use std::io::IsTerminal;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::KeyValue;
+use opentelemetry_sdk::export::trace::SpanExporter;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Config, TracerProvider};
 use opentelemetry_sdk::{runtime, Resource};
-use tracing::Level;
+use tracing::field::{Field, Visit};
+use tracing::span::{Id, Record};
+use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+use crate::span_export::{self, Bounded, Clipped, Counted, DropReason, JaegerAgent, Lazy};
 
 /// The service name in every span, unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "mnist-api";
@@ -104,7 +112,7 @@ impl Drop for TelemetryGuard {
         std::thread::spawn(move || {
             for r in provider.force_flush() {
                 if let Err(e) = r {
-                    note_error(&e.to_string());
+                    note_error(e.into());
                 }
             }
             drop(provider);
@@ -134,7 +142,6 @@ pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
             // fitting size: four encodings of every span, 10 % of all CPU under load.
             batch = batch.with_max_export_batch_size(100);
         }
-        let batch = batch.build();
         builder = match exporter {
             Exporter::Jaeger => {
                 let host =
@@ -143,24 +150,17 @@ pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
                 let port: u16 = port
                     .parse()
                     .with_context(|| format!("JAEGER_AGENT_PORT `{port}` is not a port"))?;
-                // The synchronous uploader: the async one registers a blocking std socket with
-                // tokio, which current tokio refuses (a panic at start-up). A UDP send to the
-                // agent never blocks for long, and it runs on the batch task, not on requests.
-                #[allow(deprecated)] // The user asked for the agent protocol; OTLP is offered too.
-                let exporter = opentelemetry_jaeger::new_agent_pipeline()
-                    .with_endpoint(format!("{host}:{port}"))
-                    .with_service_name(service_name())
-                    .with_auto_split_batch(true)
-                    // `otel.library.name` would repeat the service name on every span, and
-                    // each tag costs ~2,000 instructions in this exporter's encoder.
-                    .with_instrumentation_library_tags(false)
-                    .build_sync_agent_exporter()
-                    .with_context(|| format!("Jaeger agent exporter to {host}:{port}"))?;
-                builder.with_span_processor(
-                    BatchSpanProcessor::builder(exporter, runtime::Tokio)
-                        .with_batch_config(batch)
-                        .build(),
-                )
+                // Built on first use and retried: a collector whose name does not resolve yet
+                // must not keep the server from starting (a crash loop under compose or k8s).
+                let exporter = Lazy::new(
+                    JaegerAgent {
+                        endpoint: format!("{host}:{port}"),
+                        service_name: service_name(),
+                    },
+                    span_export::RETRY_EVERY,
+                );
+                exporter.start();
+                builder.with_span_processor(processor(exporter, batch))
             }
             Exporter::Otlp => {
                 let protocol = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -177,23 +177,42 @@ pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
                     ),
                 }
                 .context("OTLP exporter")?;
-                builder.with_span_processor(
-                    BatchSpanProcessor::builder(exporter, runtime::Tokio)
-                        .with_batch_config(batch)
-                        .build(),
-                )
+                builder.with_span_processor(processor(exporter, batch))
             }
-            Exporter::Console => builder.with_span_processor(
-                BatchSpanProcessor::builder(
-                    opentelemetry_stdout::SpanExporter::default(),
-                    runtime::Tokio,
-                )
-                .with_batch_config(batch)
-                .build(),
-            ),
+            Exporter::Console => builder.with_span_processor(processor(
+                opentelemetry_stdout::SpanExporter::default(),
+                batch,
+            )),
         };
     }
     Ok(builder.build())
+}
+
+/// Spans a batch processor holds when `OTEL_BSP_MAX_QUEUE_SIZE` is unset (the SDK's default).
+const DEFAULT_QUEUE_SIZE: usize = 2048;
+
+/// A batch processor for `exporter` whose queue bound, failures and oversized values are
+/// handled by [`span_export`], where they are counted.
+fn processor<E: SpanExporter + 'static>(
+    exporter: E,
+    batch: BatchConfigBuilder,
+) -> Bounded<BatchSpanProcessor<runtime::Tokio>> {
+    // The same variable and default as the SDK, which reads it into a private field.
+    let capacity = std::env::var("OTEL_BSP_MAX_QUEUE_SIZE")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_QUEUE_SIZE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let exporter = Counted::new(
+        Clipped::new(exporter, crate::clip::value_limit()),
+        queued.clone(),
+    );
+    // Room beyond `capacity` for the flush and shutdown messages that share the SDK's
+    // channel with the spans, so the SDK itself never refuses anything.
+    let inner = BatchSpanProcessor::builder(exporter, runtime::Tokio)
+        .with_batch_config(batch.with_max_queue_size(capacity + 8).build())
+        .build();
+    Bounded::new(inner, queued, capacity)
 }
 
 /// Installs logging (stderr, `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]) and, when `exporters` is not empty,
@@ -224,7 +243,7 @@ pub fn install(provider: Option<&TracerProvider>) {
         );
     let otel = provider.map(|p| {
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-        let _ = opentelemetry::global::set_error_handler(|e| note_error(&e.to_string()));
+        let _ = opentelemetry::global::set_error_handler(note_error);
         let tracer = p.tracer("mnist-api");
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
@@ -239,48 +258,85 @@ pub fn install(provider: Option<&TracerProvider>) {
                 meta.target().starts_with("mnist_api") && *meta.level() <= Level::INFO
             }))
     });
+    // Filtered to the spans that declare the field: an unfiltered layer would enable every
+    // callsite of every crate, at every level, for all layers.
+    let marker = ErrorTypeMarker.with_filter(filter_fn(|meta| {
+        meta.is_span() && meta.fields().field("error.type").is_some()
+    }));
     let _ = tracing_subscriber::registry()
+        .with(marker)
         .with(logs)
         .with(otel)
         .try_init();
 }
 
-static DROPPED: AtomicU64 = AtomicU64::new(0);
-static FAILED: AtomicU64 = AtomicU64::new(0);
+/// Remembers on a span that its `error.type` was recorded.
+struct ErrorTypeMarker;
 
-/// Spans dropped because an exporter's queue was full, since start.
+/// The extension [`ErrorTypeMarker`] leaves on a span.
+struct ErrorTypeRecorded;
+
+impl<S> Layer<S> for ErrorTypeMarker
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_record(
+        &self,
+        id: &Id,
+        values: &Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Finds(bool);
+        impl Visit for Finds {
+            fn record_debug(&mut self, field: &Field, _: &dyn std::fmt::Debug) {
+                self.0 |= field.name() == "error.type";
+            }
+        }
+        let mut finds = Finds(false);
+        values.record(&mut finds);
+        if finds.0 {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().replace(ErrorTypeRecorded);
+            }
+        }
+    }
+}
+
+/// Whether `error.type` has been recorded on `span`, so a fallback (the HTTP status) does not
+/// overwrite the error code the rejection handler put there. False without the subscriber
+/// [`install`] sets up.
+pub fn error_type_recorded(span: &tracing::Span) -> bool {
+    span.with_subscriber(|(id, dispatch)| {
+        dispatch
+            .downcast_ref::<Registry>()
+            .and_then(|registry| registry.span(id))
+            .is_some_and(|s| s.extensions().get::<ErrorTypeRecorded>().is_some())
+    })
+    .unwrap_or(false)
+}
+
+/// Spans that never reached a collector since start, for any reason and over all exporters.
 pub fn dropped_spans() -> u64 {
-    DROPPED.load(Ordering::Relaxed)
+    DropReason::ALL
+        .iter()
+        .map(|r| span_export::dropped_spans(*r))
+        .sum()
 }
 
-/// Export attempts that failed (collector down, timeouts), since start.
+/// Batches not delivered (collector down, timeouts, exporter not available yet) since start.
 pub fn failed_exports() -> u64 {
-    FAILED.load(Ordering::Relaxed)
+    span_export::failed_exports()
 }
 
-/// Counts exporter trouble and logs it at most once every 30 s: with the collector down this
-/// fires per batch or per span, and a log line per request would be worse than the outage.
-fn note_error(message: &str) {
-    let queue_full = message.contains("full") || message.contains("Full");
-    if queue_full {
-        DROPPED.fetch_add(1, Ordering::Relaxed);
-    } else {
-        FAILED.fetch_add(1, Ordering::Relaxed);
+/// The SDK's error handler. Drops are counted by [`span_export`]'s wrappers; this only logs
+/// the cause, rarely. A lazy exporter's "not available yet" was already logged when it failed.
+fn note_error(err: opentelemetry::global::Error) {
+    if let opentelemetry::global::Error::Trace(e) = &err {
+        if span_export::is_unavailable(e) {
+            return;
+        }
     }
-    static LAST: OnceLock<Mutex<Option<Instant>>> = OnceLock::new();
-    let mut last = LAST
-        .get_or_init(|| Mutex::new(None))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if last.is_some_and(|t| t.elapsed() < Duration::from_secs(30)) {
-        return;
-    }
-    *last = Some(Instant::now());
-    tracing::warn!(
-        dropped_spans = dropped_spans(),
-        failed_exports = failed_exports(),
-        "trace export trouble (logged at most every 30 s): {message}"
-    );
+    span_export::warn_rarely(&err.to_string());
 }
 
 #[cfg(test)]

@@ -15,6 +15,8 @@ use warp::reply::Response;
 use warp::trace::Info;
 use warp::Filter;
 
+use crate::clip::clip;
+
 /// The routes this server knows; anything else is reported without a route, so unknown
 /// paths cannot blow up the number of distinct span names or metric series.
 pub(crate) const ROUTES: [&str; 10] = [
@@ -47,15 +49,19 @@ impl Extractor for Headers<'_> {
 }
 
 /// Creates the server span for a request (used with `warp::trace`).
+///
+/// Method (extension methods are free text), path, host and user agent come from the client:
+/// each is cut to the attribute value limit here, so neither the span nor the log lines that
+/// carry its fields grow with what a client sends.
 pub fn start(info: Info<'_>) -> Span {
-    let method = info.method().as_str();
-    let path = info.path();
-    let route = route_of(path);
+    let method = clip(info.method().as_str());
+    let path = clip(info.path());
+    let route = route_of(info.path());
     let name = match route {
         Some(r) => format!("{method} {r}"),
         None => method.to_string(),
     };
-    let host = info.host().unwrap_or("");
+    let host = clip(info.host().unwrap_or(""));
     let (server_address, server_port) = match host.rsplit_once(':') {
         // i64 because tracing-opentelemetry turns unsigned fields into strings.
         Some((h, p)) if p.parse::<u16>().is_ok() => (h, p.parse::<i64>().ok()),
@@ -73,7 +79,7 @@ pub fn start(info: Info<'_>) -> Span {
         server.address = server_address,
         server.port = server_port,
         client.address = Empty,
-        user_agent.original = info.user_agent(),
+        user_agent.original = info.user_agent().map(clip),
         error.type = Empty,
         trace_id = Empty,
     );
@@ -107,7 +113,11 @@ pub fn finish(mut res: Response) -> Response {
     span.record("http.response.status_code", status.as_u16() as i64);
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-        span.record("error.type", status.as_str());
+        // The rejection handler records the error's `code` (`overloaded`, `internal`...),
+        // which says more than the status; the status is only the fallback.
+        if !crate::telemetry::error_type_recorded(&span) {
+            span.record("error.type", status.as_str());
+        }
     }
     let context = span.context();
     let sc = context.span().span_context().clone();

@@ -4,7 +4,7 @@ use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::Value;
 use serde_json::json;
 
-use crate::app::{png, spawn_app, PASSWORD, USER};
+use crate::app::{png, spawn_app, spawn_app_with, PASSWORD, USER};
 use crate::helpers::{attrs, exporter, one, spans_of, trace_id_of};
 
 #[tokio::test]
@@ -212,4 +212,69 @@ async fn unknown_paths_do_not_become_span_names() {
     let spans = spans_of(trace_id_of(&res)).await;
     let server = one(&spans, "GET");
     assert!(!attrs(server).contains_key("http.route"));
+}
+
+/// The rejection handler records the error `code`; the status must not overwrite it, or a
+/// dashboard cannot tell an overload from a crash (both 5xx).
+#[tokio::test]
+async fn an_overloaded_503_keeps_its_error_code() {
+    exporter();
+    // One worker taking one image at a time behind a queue of one: of 64 images sent at
+    // once, all but the first couple find the queue full.
+    let app = spawn_app_with(&[
+        "--no-auth",
+        "--workers",
+        "1",
+        "--max-batch",
+        "1",
+        "--queue",
+        "1",
+    ])
+    .await;
+    let digit = crate::helpers::digit_png();
+    let res = app.predict(None, vec![digit; 64]).await;
+    assert_eq!(res.status(), 503);
+    let spans = spans_of(trace_id_of(&res)).await;
+    let server = one(&spans, "POST /predict");
+    let a = attrs(server);
+    assert_eq!(a["http.response.status_code"], Value::I64(503));
+    assert_eq!(a["error.type"], Value::from("overloaded"));
+    assert!(
+        matches!(server.status, Status::Error { .. }),
+        "{:?}",
+        server.status
+    );
+    // Recorded once: a second `error.type` would be exported as a duplicate tag.
+    assert_eq!(
+        server
+            .attributes
+            .iter()
+            .filter(|kv| kv.key.as_str() == "error.type")
+            .count(),
+        1
+    );
+}
+
+/// Client-supplied strings are cut to the attribute value limit where the span is made, so
+/// log lines carrying the span are bounded too.
+#[tokio::test]
+async fn client_supplied_span_attributes_are_clipped() {
+    exporter();
+    let app = spawn_app().await;
+    let long = "x".repeat(10_000);
+    let res = app
+        .client
+        .get(app.url(&format!("/{long}")))
+        .header("user-agent", format!("ua-{long}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let spans = spans_of(trace_id_of(&res)).await;
+    let a = attrs(one(&spans, "GET"));
+    let limit = mnist_api::clip::DEFAULT_VALUE_LIMIT;
+    assert_eq!(a["user_agent.original"].as_str().len(), limit);
+    assert!(a["user_agent.original"].as_str().starts_with("ua-xxx"));
+    assert_eq!(a["url.path"].as_str().len(), limit);
+    assert!(a["url.path"].as_str().starts_with("/xxx"));
 }

@@ -194,3 +194,144 @@ async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
     );
     assert_eq!(server.tags["span.kind"], TagValue::Str("server".into()));
 }
+
+/// Collects every datagram until the agent has been quiet for two seconds.
+async fn drain(agent: &tokio::net::UdpSocket) -> Vec<Batch> {
+    let mut buf = vec![0u8; 65_536];
+    let mut batches = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), agent.recv(&mut buf)).await {
+        batches.push(emit_batch(&buf[..n]).unwrap());
+    }
+    batches
+}
+
+async fn get_with_agent(addr: &str, user_agent: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(format!("http://{addr}/health"))
+        .header("user-agent", user_agent)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The value of the sample line that starts with `series`, once it is at least `min`
+/// (exports happen in the background, a little after the requests).
+async fn metric_reaches(addr: &str, series: &str, min: f64) -> f64 {
+    let mut last = 0.0;
+    for _ in 0..300 {
+        let text = reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        last = text
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        if last >= min {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{series} stayed at {last}, expected at least {min}");
+}
+
+/// One client with a 70 KB User-Agent used to make the agent exporter drop the whole batch
+/// its span was in (one span over the 65,000-byte datagram limit fails the batch), silencing
+/// everyone else's traces.
+#[tokio::test]
+async fn a_huge_user_agent_costs_no_other_requests_spans() {
+    let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = agent.local_addr().unwrap().port();
+    let (mut child, addr) = spawn_binary(&[
+        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
+        ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
+        ("JAEGER_AGENT_PORT", port.to_string()),
+    ])
+    .await;
+    let huge = "A".repeat(70 * 1024);
+    for i in 0..31 {
+        let ua = if i == 15 {
+            huge.clone()
+        } else {
+            format!("normal/{i}")
+        };
+        assert_eq!(get_with_agent(&addr, &ua).await.status(), 200);
+    }
+    assert!(terminate(&mut child, Duration::from_secs(15))
+        .await
+        .success());
+
+    let batches = drain(&agent).await;
+    let servers: Vec<&Span> = batches
+        .iter()
+        .flat_map(|b| &b.spans)
+        .filter(|s| s.operation == "GET /health")
+        .collect();
+    assert_eq!(servers.len(), 31, "server spans that arrived");
+    let agents: Vec<&TagValue> = servers
+        .iter()
+        .map(|s| &s.tags["user_agent.original"])
+        .collect();
+    for i in (0..31).filter(|i| *i != 15) {
+        assert!(agents.contains(&&TagValue::Str(format!("normal/{i}"))));
+    }
+    let clipped = TagValue::Str("A".repeat(256));
+    assert!(
+        agents.contains(&&clipped),
+        "the long value, cut to 256 bytes"
+    );
+}
+
+/// Whatever still cannot be sent is counted where operators look: with the value limit
+/// raised past what a datagram holds, the oversized span's batch fails and /metrics says so.
+#[tokio::test]
+async fn a_batch_the_agent_exporter_cannot_send_is_counted() {
+    let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = agent.local_addr().unwrap().port();
+    let (mut child, addr) = spawn_binary(&[
+        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
+        ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
+        ("JAEGER_AGENT_PORT", port.to_string()),
+        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "200000".into()),
+    ])
+    .await;
+    let huge = "A".repeat(70 * 1024);
+    assert_eq!(get_with_agent(&addr, &huge).await.status(), 200);
+    metric_reaches(&addr, "otel_export_failures_total", 1.0).await;
+    metric_reaches(
+        &addr,
+        r#"otel_spans_dropped_total{reason="export_failed"}"#,
+        1.0,
+    )
+    .await;
+    assert!(terminate(&mut child, Duration::from_secs(15))
+        .await
+        .success());
+}
+
+/// A collector whose name does not resolve yet (compose or Kubernetes starting up) must not
+/// stop the server: it serves, and counts the spans it cannot send meanwhile.
+#[tokio::test]
+async fn an_unresolvable_agent_host_does_not_stop_the_server() {
+    let (mut child, addr) = spawn_binary(&[
+        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
+        ("JAEGER_AGENT_HOST", "jaeger.invalid".into()),
+    ])
+    .await;
+    for _ in 0..3 {
+        assert_eq!(get_with_agent(&addr, "probe").await.status(), 200);
+    }
+    metric_reaches(
+        &addr,
+        r#"otel_spans_dropped_total{reason="exporter_unavailable"}"#,
+        1.0,
+    )
+    .await;
+    assert!(terminate(&mut child, Duration::from_secs(15))
+        .await
+        .success());
+}
