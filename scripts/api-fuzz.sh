@@ -37,7 +37,8 @@ if ! cmp -s "$REQUIREMENTS" "$VENV/requirements.txt" 2>/dev/null; then
     }
     cp "$REQUIREMENTS" "$VENV/requirements.txt"
 fi
-ST="$VENV/bin/schemathesis"
+ROOT=$PWD
+ST="$ROOT/$VENV/bin/schemathesis"
 
 # --- server -----------------------------------------------------------------------------------
 # Built as `make test` builds it, so CI reuses that build (see scripts/browser-test.sh).
@@ -104,9 +105,10 @@ run() {
     local name=$1
     shift
     echo "== schemathesis, $name"
-    "$ST" --config-file scripts/api-fuzz.toml run "$BASE/openapi.json" --checks all --max-examples "$EXAMPLES" \
-        --max-time "$MAX_TIME" --request-timeout 30 --seed 10 --workers 2 \
-        --report junit --report-junit-path "$OUT/$name.xml" "$@" ||
+    # Run from $OUT: schemathesis keeps its cache of past failures in ./.schemathesis.
+    (cd "$OUT" && "$ST" --config-file "$ROOT/scripts/api-fuzz.toml" run "$BASE/openapi.json" \
+        --checks all --max-examples "$EXAMPLES" --max-time "$MAX_TIME" --request-timeout 30 \
+        --seed 10 --workers 2 --report junit --report-junit-path "$name.xml" "$@") ||
         fail "schemathesis found failures $name (report: $OUT/$name.xml)"
 }
 run with-token -H "Authorization: Bearer $TOKEN"
