@@ -4,7 +4,7 @@ MNIST_DIR ?= data/mnist
 export MNIST_DIR
 CARGO ?= cargo
 
-.PHONY: all build train eval serve test browser-test lint fmt data bench user clean
+.PHONY: all build train eval serve test browser-test api-fuzz fuzz lint fmt data bench user clean
 
 all: build
 
@@ -30,6 +30,14 @@ test:
 ## browser-test: the web page end to end in headless Chromium (installs chromium / npm ci when missing)
 browser-test:
 	scripts/browser-test.sh
+
+## api-fuzz: schemathesis (pinned, PyPI) against the running server's /openapi.json, every check
+api-fuzz:
+	scripts/api-fuzz.sh
+
+## fuzz: libFuzzer on the stable toolchain, every target FUZZ_SECONDS (default 60) in turn
+fuzz:
+	scripts/fuzz.sh
 
 ## lint: formatting and clippy, warnings are errors
 lint:
