@@ -14,6 +14,7 @@ use bytes::Bytes;
 use mnist_api::auth::{Secret, Tokens, Users};
 use mnist_api::data::IMAGE_PIXELS;
 use mnist_api::preprocess::{self, ImageLimits};
+use mnist_api::upload::{self, BodyLimits};
 use mnist_api::weights;
 
 /// Smaller than the server's defaults (4096 px, 256 MiB) so one input cannot take seconds and
@@ -43,11 +44,12 @@ const MULTIPART_MAX_FILES: usize = 4;
 
 thread_local! {
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
         .build()
         .expect("a current-thread runtime needs no resources");
 }
 
-/// The multipart reader of `POST /predict`, as `src/routes/predict.rs` drives `multer`:
+/// The multipart reader of `POST /predict` (`upload::read_files`):
 /// byte 0 sets the size of the body's network chunks (1–256), then the `Content-Type` value up
 /// to the first `\n`, then the body.
 pub fn multipart(data: &[u8]) {
@@ -60,50 +62,36 @@ pub fn multipart(data: &[u8]) {
         None => (rest, &[][..]),
     };
     let content_type = String::from_utf8_lossy(content_type);
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if mime != "multipart/form-data" {
-        return;
-    }
-    let Ok(boundary) = multer::parse_boundary(content_type.as_ref()) else {
-        return;
-    };
     let chunks: Vec<Result<Bytes, std::io::Error>> = body
         .chunks(chunk)
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
     let stream = futures_util::stream::iter(chunks);
-    let constraints = multer::Constraints::new()
-        .size_limit(multer::SizeLimit::new().whole_stream(MULTIPART_MAX_BODY));
-    let mut form = multer::Multipart::with_constraints(stream, boundary, constraints);
-    let files = RUNTIME.with(|rt| {
-        rt.block_on(async {
-            let mut files = Vec::new();
-            while let Some(field) = form.next_field().await.ok()? {
-                if field.name() != Some("file") {
-                    continue;
-                }
-                if files.len() == MULTIPART_MAX_FILES {
-                    return None;
-                }
-                let name = field.file_name().map(str::to_string);
-                files.push((name, field.bytes().await.ok()?));
-            }
-            Some(files)
-        })
+    let limits = BodyLimits::standalone(MULTIPART_MAX_BODY, std::time::Duration::from_secs(5));
+    let read = RUNTIME.with(|rt| {
+        rt.block_on(upload::read_files(
+            Some(&content_type),
+            None,
+            stream,
+            &limits,
+            MULTIPART_MAX_FILES,
+        ))
     });
-    if let Some(files) = files {
+    if let Ok((files, charge)) = read {
+        assert!(files.len() <= MULTIPART_MAX_FILES, "{} files", files.len());
         let total: usize = files.iter().map(|(_, b)| b.len()).sum();
         assert!(
             total as u64 <= MULTIPART_MAX_BODY,
             "read {total} bytes past the body limit"
         );
         assert!(total <= body.len(), "files hold more bytes than the body");
+        assert!(charge.bytes() <= body.len(), "charged more than was sent");
     }
+    assert_eq!(
+        limits.budget.available_permits() as u64,
+        MULTIPART_MAX_BODY,
+        "bytes stayed charged after the request"
+    );
 }
 
 const TOKEN_SECRET: &[u8] = b"fuzzing secret, thirty-two bytes";

@@ -111,8 +111,10 @@ pub(crate) struct Many<'a> {
     model: &'a ModelRef,
 }
 
-/// The multipart form `/predict` reads.
-#[derive(utoipa::ToSchema)]
+/// The multipart form `/predict` reads. Other parts are skipped, but the document promises
+/// none: a part whose headers multer cannot read is a 400, not an ignored extra.
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Only describes the form for the API docs.
 pub(crate) struct PredictForm {
     /// An image (PNG, JPEG, BMP, GIF, WebP, PNM); repeat the part for several images.
