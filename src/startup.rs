@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{self, Auth, Secret, Tokens, Users};
 use crate::config::ServeArgs;
-use crate::decode_pool::DecodePool;
+use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
 use crate::preprocess::ImageLimits;
 use crate::routes;
@@ -50,6 +50,7 @@ struct Inner {
     max_files: usize,
     in_flight: Arc<Semaphore>,
     decoders: DecodePool,
+    decode_memory: Arc<MemoryBudget>,
     login_slots: Arc<Semaphore>,
     jaeger_ui_url: String,
 }
@@ -95,6 +96,10 @@ impl AppState {
     pub fn decoders(&self) -> &DecodePool {
         &self.0.decoders
     }
+    /// Memory shared by the images being decoded.
+    pub fn decode_memory(&self) -> Arc<MemoryBudget> {
+        Arc::clone(&self.0.decode_memory)
+    }
     /// Base URL of Jaeger's web UI, for links from the web page.
     pub fn jaeger_ui_url(&self) -> &str {
         &self.0.jaeger_ui_url
@@ -119,6 +124,14 @@ impl Application {
     pub async fn build(args: &ServeArgs, secret: Option<Secret>) -> anyhow::Result<Self> {
         // Installed before the first request so no early request goes uncounted.
         crate::metrics::handle();
+        // An image allowed alone but larger than the shared budget could never be decoded.
+        anyhow::ensure!(
+            args.max_image_memory <= args.decode_memory,
+            "--max-image-memory ({}) is larger than --decode-memory ({}): such images could \
+             never be decoded; raise --decode-memory or lower --max-image-memory",
+            args.max_image_memory,
+            args.decode_memory
+        );
         let loaded = weights::load(&args.weights)?;
         let info = ModelInfo {
             status: "ready",
@@ -152,6 +165,10 @@ impl Application {
             max_files: args.max_files.max(1),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
+            decode_memory: Arc::new(MemoryBudget::new(
+                args.decode_memory,
+                Duration::from_millis(args.decode_wait_ms),
+            )),
             login_slots: Arc::new(Semaphore::new(cores.max(2))),
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
         }));
