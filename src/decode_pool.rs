@@ -141,7 +141,10 @@ mod tests {
         let a = budget.try_take(6 * UNIT).expect("fits an empty budget");
         assert!(budget.try_take(6 * UNIT).is_none(), "only 4 KiB left");
         let timed_out = budget.take(6 * UNIT).await;
-        assert!(matches!(timed_out, Err(ApiError::DecodeBusy(50))), "{timed_out:?}");
+        assert!(
+            matches!(timed_out, Err(ApiError::DecodeBusy(50))),
+            "{timed_out:?}"
+        );
         let small = budget.try_take(4 * UNIT).expect("what is left");
         drop((a, small));
         // Larger than the budget: granted alone rather than never.

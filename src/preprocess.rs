@@ -712,7 +712,10 @@ mod tests {
         assert_eq!(e.status_and_code().1, "image_too_large");
         let msg = e.to_string();
         assert!(msg.contains(&format!("needs {need} bytes")), "{msg}");
-        assert!(msg.contains("per-image limit of 134217728 bytes (128 MiB)"), "{msg}");
+        assert!(
+            msg.contains("per-image limit of 134217728 bytes (128 MiB)"),
+            "{msg}"
+        );
         // A larger limit lets the same file through to the decoder.
         let roomy = ImageLimits {
             max_memory: 256 * MIB,

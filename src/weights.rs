@@ -458,7 +458,11 @@ mod tests {
     #[test]
     fn non_finite_weights_are_refused_naming_the_tensor() {
         let (varmap, meta) = trained_like();
-        for (bad, shown) in [(f32::NAN, "NaN"), (f32::INFINITY, "inf"), (f32::NEG_INFINITY, "-inf")] {
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
             let bytes = with_tensors(&varmap, &meta, |vm| {
                 let mut values = vec![0.5f32; 128];
                 values[7] = bad;
@@ -483,7 +487,9 @@ mod tests {
                 *v = candle_core::Var::from_tensor(&nan).unwrap();
             }
         });
-        let e = from_bytes(Path::new("w"), &all_nan).unwrap_err().to_string();
+        let e = from_bytes(Path::new("w"), &all_nan)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("values are not finite"), "{e}");
     }
 

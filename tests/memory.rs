@@ -132,7 +132,8 @@ fn digit_png(width: u32, height: u32, color: ColorType) -> Vec<u8> {
 /// per pixel that a full-width image can have), 4096 wide, as tall as the per-image limit
 /// allows.
 fn worst_case_png() -> (Vec<u8>, u64) {
-    let cost = |h: u32, file: u64| decode_cost(ImageFormat::Png, 4096, h, ColorType::Rgba8, 4, file);
+    let cost =
+        |h: u32, file: u64| decode_cost(ImageFormat::Png, 4096, h, ColorType::Rgba8, 4, file);
     let height = (1..=4096u32)
         .rev()
         .find(|&h| cost(h, 0) <= DEFAULT_MAX_IMAGE_MEMORY)
@@ -188,7 +189,10 @@ async fn sixty_four_concurrent_worst_case_images_keep_the_server_under_256_mib()
             200 => assert!(body.contains("\"prediction\":1"), "{body}"),
             413 => {
                 assert!(body.contains("\"code\":\"image_too_large\""), "{body}");
-                assert!(body.contains("over the per-image limit of 134217728 bytes"), "{body}");
+                assert!(
+                    body.contains("over the per-image limit of 134217728 bytes"),
+                    "{body}"
+                );
             }
             503 => {
                 assert!(body.contains("\"code\":\"overloaded\""), "{body}");
@@ -198,8 +202,15 @@ async fn sixty_four_concurrent_worst_case_images_keep_the_server_under_256_mib()
         }
     }
     eprintln!("answers: {counts:?}");
-    assert!(counts.get(&200).is_some(), "no worst-case image was decoded: {counts:?}");
-    assert_eq!(counts.get(&413), Some(&8), "every bomb is refused: {counts:?}");
+    assert!(
+        counts.get(&200).is_some(),
+        "no worst-case image was decoded: {counts:?}"
+    );
+    assert_eq!(
+        counts.get(&413),
+        Some(&8),
+        "every bomb is refused: {counts:?}"
+    );
     assert!(
         peak <= 256 * MIB,
         "peak RSS {:.1} MiB over 256 MiB",
@@ -256,7 +267,10 @@ async fn images_that_find_the_decode_budget_taken_get_503_with_retry_after() {
             200 => {}
             503 => {
                 assert_eq!(retry.as_deref(), Some("1"), "{body}");
-                assert!(body.contains("no image decoding memory came free"), "{body}");
+                assert!(
+                    body.contains("no image decoding memory came free"),
+                    "{body}"
+                );
             }
             other => panic!("{other}: {body}"),
         }
@@ -360,7 +374,10 @@ fn nan_weights_stop_the_server_and_the_evaluator_naming_file_and_tensor() {
     assert!(!o.status.success(), "the server started: {}", text(&o));
     let out = text(&o);
     assert!(out.contains(&format!("{nan}: tensor `")), "{out}");
-    assert!(out.contains("values are not finite (first: NaN at index 0)"), "{out}");
+    assert!(
+        out.contains("values are not finite (first: NaN at index 0)"),
+        "{out}"
+    );
     assert!(!out.contains("listening"), "{out}");
 
     let o = run(env!("CARGO_BIN_EXE_train"), &["--eval", nan]);

@@ -42,13 +42,20 @@ fn the_memory_limit_and_request_match_the_documented_worst_case() {
     let (_, container) = k8s_app();
     let decode = setting(&container, "MNIST_API_DECODE_MEMORY");
     let per_image = setting(&container, "MNIST_API_MAX_IMAGE_MEMORY");
-    assert!(per_image <= decode, "the server refuses to start with these");
+    assert!(
+        per_image <= decode,
+        "the server refuses to start with these"
+    );
     let bodies = setting(&container, "MNIST_API_MAX_IN_FLIGHT")
         * setting(&container, "MNIST_API_MAX_BODY_BYTES");
     let worst = SERVER_BASE + decode + bodies;
 
     let resources = &container["resources"];
-    let limit = quantity(resources["limits"]["memory"].as_str().expect("no memory limit"));
+    let limit = quantity(
+        resources["limits"]["memory"]
+            .as_str()
+            .expect("no memory limit"),
+    );
     let request = quantity(
         resources["requests"]["memory"]
             .as_str()
