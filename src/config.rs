@@ -87,6 +87,20 @@ pub struct ServeArgs {
     /// Largest image width or height, pixels.
     #[arg(long, env = "MNIST_API_MAX_IMAGE_SIDE", default_value_t = 4096)]
     pub max_image_side: u32,
+    /// Largest estimated memory to decode one image, bytes, from its header (size, pixel
+    /// layout, format) before decoding; over it the image gets 413 `image_too_large`.
+    /// The default fits a 12 MP colour JPEG and a 4096x4096 8-bit RGB PNG.
+    #[arg(long, env = "MNIST_API_MAX_IMAGE_MEMORY",
+          default_value_t = crate::preprocess::DEFAULT_MAX_IMAGE_MEMORY)]
+    pub max_image_memory: u64,
+    /// Memory all images decoding at once may use together, bytes; an image waits for its
+    /// share (see --decode-wait-ms). At least --max-image-memory.
+    #[arg(long, env = "MNIST_API_DECODE_MEMORY", default_value_t = DEFAULT_DECODE_MEMORY)]
+    pub decode_memory: u64,
+    /// Milliseconds an image waits for its share of --decode-memory; then 503 `overloaded`
+    /// with Retry-After.
+    #[arg(long, env = "MNIST_API_DECODE_WAIT_MS", default_value_t = 5000)]
+    pub decode_wait_ms: u64,
     /// Most images in one /predict request.
     #[arg(long, env = "MNIST_API_MAX_FILES", default_value_t = 64)]
     pub max_files: usize,
@@ -168,6 +182,10 @@ pub struct ServeArgs {
     pub login_throttle_delay_ms: u64,
 }
 
+/// Default of `--decode-memory`: one worst-case image at a time, with room for small ones
+/// beside it, keeps the server under 256 MiB (tests/memory.rs measures it).
+pub const DEFAULT_DECODE_MEMORY: u64 = 160 * 1024 * 1024;
+
 impl ServeArgs {
     /// Settings for the inference engine.
     pub fn engine(&self) -> EngineConfig {
@@ -194,7 +212,7 @@ impl ServeArgs {
     pub fn image_limits(&self) -> ImageLimits {
         ImageLimits {
             max_side: self.max_image_side,
-            ..ImageLimits::default()
+            max_memory: self.max_image_memory,
         }
     }
 

@@ -79,6 +79,9 @@ pub enum ApiError {
     /// All inference capacity is taken; the client should retry.
     #[error("server busy: too many predictions in flight, retry shortly")]
     Overloaded,
+    /// The decode memory budget stayed taken for the whole wait (milliseconds).
+    #[error("server busy: no image decoding memory came free within {0} ms, retry shortly")]
+    DecodeBusy(u64),
     /// No such route.
     #[error("not found")]
     NotFound,
@@ -126,6 +129,7 @@ impl ApiError {
             BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Image { source, .. } => source.status_and_code(),
             Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            DecodeBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),

@@ -10,7 +10,10 @@ use std::io::Cursor;
 
 use candle_core::{Device, Result, Tensor};
 use image::imageops::{self, FilterType};
-use image::{DynamicImage, ImageBuffer, ImageFormat, ImageReader, Luma};
+use image::{
+    ColorType, DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageFormat, ImageReader,
+    Luma, Pixel,
+};
 use warp::http::StatusCode;
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
@@ -75,13 +78,36 @@ pub enum ImageError {
         /// Configured side limit.
         max: u32,
     },
-    /// Decoding would need more memory than allowed (a decompression bomb, for instance).
+    /// A decoder asked for more memory than allowed while decoding (the backstop behind
+    /// [`ImageError::OverMemoryLimit`]).
     #[error("decoding this image needs more memory than the limit of {0} bytes")]
     TooMuchMemory(u64),
+    /// The header alone shows that decoding would cost more than the per-image limit.
+    #[error(
+        "decoding this {width}x{height} {color:?} {format} image needs {need} bytes ({} MiB), \
+         over the per-image limit of {limit} bytes ({} MiB); send a smaller image",
+        need.div_ceil(MIB), limit / MIB
+    )]
+    OverMemoryLimit {
+        /// Detected format.
+        format: &'static str,
+        /// Declared width.
+        width: u32,
+        /// Declared height.
+        height: u32,
+        /// Declared pixel layout.
+        color: ColorType,
+        /// Estimated peak memory of decoding and preprocessing, bytes.
+        need: u64,
+        /// Configured per-image limit, bytes.
+        limit: u64,
+    },
     /// No ink to classify.
     #[error("image is blank: no digit found (the ink must contrast with the background)")]
     Blank,
 }
+
+const MIB: u64 = 1024 * 1024;
 
 impl ImageError {
     /// HTTP status and machine-readable code.
@@ -95,25 +121,33 @@ impl ImageError {
             ImageError::ZeroSized => (StatusCode::UNPROCESSABLE_ENTITY, "zero_sized_image"),
             ImageError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
             ImageError::TooMuchMemory(_) => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
+            ImageError::OverMemoryLimit { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+            }
             ImageError::Blank => (StatusCode::UNPROCESSABLE_ENTITY, "blank_image"),
         }
     }
 }
+
+/// Default of [`ImageLimits::max_memory`]: a 12 MP colour JPEG (a phone photo) costs about
+/// 113 MiB by [`decode_cost`], a 4096×4096 8-bit RGB PNG about 113 MiB as well.
+pub const DEFAULT_MAX_IMAGE_MEMORY: u64 = 128 * MIB;
 
 /// Limits applied before and during decoding.
 #[derive(Clone, Copy, Debug)]
 pub struct ImageLimits {
     /// Largest accepted width or height.
     pub max_side: u32,
-    /// Largest allocation the decoder may make, bytes.
-    pub max_alloc: u64,
+    /// Largest estimated decoding cost of one image, bytes ([`decode_cost`]); also handed to
+    /// the decoder as its allocation limit.
+    pub max_memory: u64,
 }
 
 impl Default for ImageLimits {
     fn default() -> Self {
         Self {
             max_side: 4096,
-            max_alloc: 256 * 1024 * 1024,
+            max_memory: DEFAULT_MAX_IMAGE_MEMORY,
         }
     }
 }
@@ -133,42 +167,75 @@ pub struct Prepared {
     pub inverted: bool,
 }
 
+/// What the header says, read without decoding a single pixel.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Header {
+    /// The format to decode as.
+    pub format: ImageFormat,
+    /// Declared width.
+    pub width: u32,
+    /// Declared height.
+    pub height: u32,
+    /// Declared pixel layout of the decoded buffer.
+    pub color: ColorType,
+    /// Estimated peak memory of decoding and preprocessing, bytes ([`decode_cost`]).
+    pub need: u64,
+}
+
 fn format_name(f: ImageFormat) -> &'static str {
     f.extensions_str().first().copied().unwrap_or("image")
 }
 
 /// Decodes `bytes` and turns the digit into network input (see the module docs).
 pub fn prepare(bytes: &[u8], limits: ImageLimits) -> std::result::Result<Prepared, ImageError> {
-    let image = decode(bytes, limits)?;
-    let (format, image) = image;
+    let header = inspect(bytes, limits)?;
+    prepare_inspected(bytes, &header, limits)
+}
+
+/// As [`prepare`], for bytes whose header [`inspect`] has already read and accepted.
+pub fn prepare_inspected(
+    bytes: &[u8],
+    header: &Header,
+    limits: ImageLimits,
+) -> std::result::Result<Prepared, ImageError> {
+    let image = decode(bytes, header, limits)?;
     let (width, height) = (image.width(), image.height());
-    let (field, inverted) = mnist_field(&image)?;
+    // The decoded buffer goes as soon as its grey copy exists.
+    let (field, inverted) = mnist_field(to_gray(image))?;
     let mut input = vec![0f32; IMAGE_PIXELS];
     for (o, &v) in input.iter_mut().zip(field.iter()) {
         *o = (v - MEAN) / STD;
     }
     Ok(Prepared {
         input,
-        format,
+        format: format_name(header.format),
         width,
         height,
         inverted,
     })
 }
 
-fn decode(
-    bytes: &[u8],
-    limits: ImageLimits,
-) -> std::result::Result<(&'static str, DynamicImage), ImageError> {
+fn reader(bytes: &[u8]) -> std::result::Result<ImageReader<Cursor<&[u8]>>, ImageError> {
+    ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ImageError::UnsupportedFormat(format!(" ({e})")))
+}
+
+fn corrupt(format: ImageFormat) -> impl Fn(image::ImageError) -> ImageError {
+    move |e| ImageError::Corrupt {
+        format: format_name(format).to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Reads the header and refuses, before any pixel buffer exists, images that are empty, of
+/// an unsupported format, too wide or tall, or that would cost more than
+/// [`ImageLimits::max_memory`] to decode.
+pub fn inspect(bytes: &[u8], limits: ImageLimits) -> std::result::Result<Header, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
     }
-    let reader = || {
-        ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| ImageError::UnsupportedFormat(format!(" ({e})")))
-    };
-    let probe = reader()?;
+    let probe = reader(bytes)?;
     let format = probe
         .format()
         .filter(|f| {
@@ -189,13 +256,10 @@ fn decode(
                 .unwrap_or_default();
             ImageError::UnsupportedFormat(found)
         })?;
-    let name = format_name(format);
-    let corrupt = |e: image::ImageError| ImageError::Corrupt {
-        format: name.to_string(),
-        detail: e.to_string(),
-    };
-    // Headers first: the declared size is refused before any pixel buffer exists.
-    let (width, height) = probe.into_dimensions().map_err(corrupt)?;
+    let decoder = probe.into_decoder().map_err(corrupt(format))?;
+    let (width, height) = decoder.dimensions();
+    let color = decoder.color_type();
+    drop(decoder);
     if width == 0 || height == 0 {
         return Err(ImageError::ZeroSized);
     }
@@ -206,36 +270,153 @@ fn decode(
             max: limits.max_side,
         });
     }
+    let components = match format {
+        ImageFormat::Jpeg => jpeg_components(bytes).ok_or_else(|| ImageError::Corrupt {
+            format: format_name(format).to_string(),
+            detail: "unreadable frame header".into(),
+        })?,
+        _ => color.channel_count(),
+    };
+    let need = decode_cost(format, width, height, color, components, bytes.len() as u64);
+    if need > limits.max_memory {
+        return Err(ImageError::OverMemoryLimit {
+            format: format_name(format),
+            width,
+            height,
+            color,
+            need,
+            limit: limits.max_memory,
+        });
+    }
+    Ok(Header {
+        format,
+        width,
+        height,
+        color,
+        need,
+    })
+}
+
+/// Colour components the JPEG frame declares (3 for YCbCr, 4 for CMYK/YCCK…): image reports
+/// CMYK as RGB, but the decoder keeps coefficients for every component.
+fn jpeg_components(bytes: &[u8]) -> Option<u8> {
+    let mut decoder = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(bytes));
+    decoder.decode_headers().ok()?;
+    decoder.info().map(|i| i.components)
+}
+
+/// Rows converted to grey at a time: the per-strip copies stay small next to the image.
+const STRIP_ROWS: usize = 16;
+
+/// Peak bytes that decoding and preprocessing one image can hold at once, from its header.
+///
+/// Decoding holds the decoded buffer plus the decoder's own working memory; then the decoded
+/// buffer lives on next to the f32 grey copy (4 B/px) until the grey copy is complete. The
+/// decoders' working memory, per the image 0.25 / zune-jpeg / image-webp / gif sources:
+/// - JPEG: the whole input copied, and (progressive or non-interleaved files) 16-bit
+///   coefficients for every component, padded to whole MCUs;
+/// - GIF: a frame buffer as large as the canvas, plus the 1 B/px indices;
+/// - WebP: up to 8 B/px of planes and ARGB words;
+/// - PNG, BMP, PNM: a few rows.
+///
+/// Small terms (strips, the resize's intermediate, the border ring) are counted per row.
+pub fn decode_cost(
+    format: ImageFormat,
+    width: u32,
+    height: u32,
+    color: ColorType,
+    components: u8,
+    file_bytes: u64,
+) -> u64 {
+    let (w, h) = (u64::from(width), u64::from(height));
+    let px = w * h;
+    let decoded = px * u64::from(color.bytes_per_pixel());
+    let pad = |n: u64| n.div_ceil(32) * 32;
+    let working = match format {
+        ImageFormat::Jpeg => file_bytes + pad(w) * pad(h) * 2 * u64::from(components),
+        ImageFormat::Gif => decoded + px,
+        ImageFormat::WebP => px * 8,
+        _ => 0,
+    };
+    let grey = px * 4;
+    let strips = w * STRIP_ROWS as u64 * (u64::from(color.bytes_per_pixel()) + 8);
+    // resize's vertical pass: RGBA f32 for each of the 20 output rows; the border ring.
+    let small = w * u64::from(DIGIT_BOX) * 16 + 8 * (w + h);
+    decoded + working.max(grey + strips) + small + 64 * 1024
+}
+
+fn decode(
+    bytes: &[u8],
+    header: &Header,
+    limits: ImageLimits,
+) -> std::result::Result<DynamicImage, ImageError> {
     let mut decoder_limits = image::Limits::default();
     decoder_limits.max_image_width = Some(limits.max_side);
     decoder_limits.max_image_height = Some(limits.max_side);
-    decoder_limits.max_alloc = Some(limits.max_alloc);
-    let mut full = reader()?;
+    decoder_limits.max_alloc = Some(limits.max_memory);
+    let mut full = reader(bytes)?;
+    full.set_format(header.format);
     full.limits(decoder_limits);
     let image = full.decode().map_err(|e| match e {
-        image::ImageError::Limits(_) => ImageError::TooMuchMemory(limits.max_alloc),
-        other => corrupt(other),
+        image::ImageError::Limits(_) => ImageError::TooMuchMemory(limits.max_memory),
+        other => corrupt(header.format)(other),
     })?;
     if image.width() == 0 || image.height() == 0 {
         return Err(ImageError::ZeroSized);
     }
-    Ok((name, image))
+    Ok(image)
 }
 
 type Gray = ImageBuffer<Luma<f32>, Vec<f32>>;
 
 /// Grey levels in 0..1 with alpha composited on white (transparent canvas = paper).
-fn to_gray(image: &DynamicImage) -> Gray {
-    let la = image.to_luma_alpha32f();
-    let (w, h) = la.dimensions();
-    let data = la
-        .pixels()
-        .map(|p| {
-            let [l, a] = p.0;
-            (l * a + (1.0 - a)).clamp(0.0, 1.0)
-        })
-        .collect();
+///
+/// Converted a strip of rows at a time, so the 8 B/px luma-alpha copy that a whole-image
+/// conversion makes never exists; each strip goes through the same conversion, in the same
+/// colour space, so the values are those of converting the whole image at once.
+fn to_gray(image: DynamicImage) -> Gray {
+    let (w, h) = (image.width(), image.height());
+    let mut data = Vec::with_capacity(w as usize * h as usize);
+    match &image {
+        DynamicImage::ImageLuma8(b) => gray_strips(b, DynamicImage::ImageLuma8, &mut data),
+        DynamicImage::ImageLumaA8(b) => gray_strips(b, DynamicImage::ImageLumaA8, &mut data),
+        DynamicImage::ImageRgb8(b) => gray_strips(b, DynamicImage::ImageRgb8, &mut data),
+        DynamicImage::ImageRgba8(b) => gray_strips(b, DynamicImage::ImageRgba8, &mut data),
+        DynamicImage::ImageLuma16(b) => gray_strips(b, DynamicImage::ImageLuma16, &mut data),
+        DynamicImage::ImageLumaA16(b) => gray_strips(b, DynamicImage::ImageLumaA16, &mut data),
+        DynamicImage::ImageRgb16(b) => gray_strips(b, DynamicImage::ImageRgb16, &mut data),
+        DynamicImage::ImageRgba16(b) => gray_strips(b, DynamicImage::ImageRgba16, &mut data),
+        DynamicImage::ImageRgb32F(b) => gray_strips(b, DynamicImage::ImageRgb32F, &mut data),
+        DynamicImage::ImageRgba32F(b) => gray_strips(b, DynamicImage::ImageRgba32F, &mut data),
+        // A layout added in a later image release: whole-image conversion, correct if larger.
+        other => data.extend(other.to_luma_alpha32f().pixels().map(|p| composite(p.0))),
+    }
+    drop(image);
     Gray::from_raw(w, h, data).unwrap_or_else(|| Gray::new(w, h))
+}
+
+fn composite([l, a]: [f32; 2]) -> f32 {
+    (l * a + (1.0 - a)).clamp(0.0, 1.0)
+}
+
+fn gray_strips<P: Pixel>(
+    buf: &ImageBuffer<P, Vec<P::Subpixel>>,
+    wrap: fn(ImageBuffer<P, Vec<P::Subpixel>>) -> DynamicImage,
+    out: &mut Vec<f32>,
+) {
+    let (w, h) = buf.dimensions();
+    let row = w as usize * usize::from(P::CHANNEL_COUNT);
+    let space = buf.color_space();
+    for chunk in buf.as_raw()[..row * h as usize].chunks(row * STRIP_ROWS) {
+        let rows = (chunk.len() / row) as u32;
+        let Some(mut strip) = ImageBuffer::<P, _>::from_raw(w, rows, chunk.to_vec()) else {
+            continue;
+        };
+        // The decoder's space was accepted by `image` itself, so this cannot fail.
+        let _ = strip.set_color_space(space);
+        let la = wrap(strip).to_luma_alpha32f();
+        out.extend(la.pixels().map(|p| composite(p.0)));
+    }
 }
 
 /// Median grey level of the outermost ring of pixels: the background, for any sane photo,
@@ -256,8 +437,7 @@ fn border_level(g: &Gray) -> f32 {
 }
 
 /// The 28×28 MNIST-style field (ink 1.0, background 0.0) and whether the input was inverted.
-fn mnist_field(image: &DynamicImage) -> std::result::Result<(Vec<f32>, bool), ImageError> {
-    let mut g = to_gray(image);
+fn mnist_field(mut g: Gray) -> std::result::Result<(Vec<f32>, bool), ImageError> {
     let background = border_level(&g);
     let inverted = background > 0.5;
     // Ink as "amount above background", stretched so the strongest ink is 1.
@@ -285,13 +465,14 @@ fn mnist_field(image: &DynamicImage) -> std::result::Result<(Vec<f32>, bool), Im
         return Ok((centre_by_mass(&g), inverted));
     }
     let (x0, y0, x1, y1) = ink_box(&g).ok_or(ImageError::Blank)?;
-    let crop = imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+    // A view, not a copy: the resize reads the ink box straight from the grey image.
+    let crop = imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1);
     let (cw, ch) = crop.dimensions();
     let scale = DIGIT_BOX as f32 / cw.max(ch) as f32;
     let nw = ((cw as f32 * scale).round() as u32).clamp(1, DIGIT_BOX);
     let nh = ((ch as f32 * scale).round() as u32).clamp(1, DIGIT_BOX);
     // Triangle widens with the scale factor when shrinking, i.e. it antialiases.
-    let small = imageops::resize(&crop, nw, nh, FilterType::Triangle);
+    let small = imageops::resize(&*crop, nw, nh, FilterType::Triangle);
     Ok((centre_by_mass(&small), inverted))
 }
 
@@ -452,6 +633,103 @@ mod tests {
             let e = prepare(&png(&DynamicImage::ImageLuma8(g)), ImageLimits::default());
             assert!(matches!(e, Err(ImageError::Blank)), "{v}: {e:?}");
         }
+    }
+
+    /// The conversion before strips existed: the whole image to luma-alpha f32 at once.
+    fn whole_image_gray(image: &DynamicImage) -> Vec<f32> {
+        image
+            .to_luma_alpha32f()
+            .pixels()
+            .map(|p| composite(p.0))
+            .collect()
+    }
+
+    #[test]
+    fn grey_by_strips_equals_grey_of_the_whole_image() {
+        // Heights that are not a multiple of the strip, every layout a decoder can return.
+        let (w, h) = (37, 3 * STRIP_ROWS as u32 + 5);
+        let rgba = RgbaImage::from_fn(w, h, |x, y| {
+            let v = (x * 31 + y * 17) as u8;
+            Rgba([v, v.wrapping_mul(3), v ^ 0x5a, (x * 7 + y) as u8])
+        });
+        let base = DynamicImage::ImageRgba8(rgba);
+        let layouts = [
+            DynamicImage::ImageLuma8(base.to_luma8()),
+            DynamicImage::ImageLumaA8(base.to_luma_alpha8()),
+            DynamicImage::ImageRgb8(base.to_rgb8()),
+            base.clone(),
+            DynamicImage::ImageLuma16(base.to_luma16()),
+            DynamicImage::ImageLumaA16(base.to_luma_alpha16()),
+            DynamicImage::ImageRgb16(base.to_rgb16()),
+            DynamicImage::ImageRgba16(base.to_rgba16()),
+            DynamicImage::ImageRgb32F(base.to_rgb32f()),
+            DynamicImage::ImageRgba32F(base.to_rgba32f()),
+        ];
+        for image in layouts {
+            let expected = whole_image_gray(&image);
+            let color = image.color();
+            let got = to_gray(image);
+            assert_eq!(got.dimensions(), (w, h));
+            assert_eq!(got.into_raw(), expected, "{color:?}");
+        }
+    }
+
+    #[test]
+    fn a_twelve_megapixel_phone_photo_fits_the_default_limit() {
+        let mut photo = image::RgbImage::from_pixel(4032, 3024, image::Rgb([235, 230, 220]));
+        for y in 800..2200 {
+            for x in 1900..2150 {
+                photo.put_pixel(x, y, image::Rgb([30, 30, 40]));
+            }
+        }
+        let mut jpeg = Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(photo)
+            .write_to(&mut jpeg, ImageFormat::Jpeg)
+            .unwrap();
+        let jpeg = jpeg.into_inner();
+        let header = inspect(&jpeg, ImageLimits::default()).unwrap();
+        assert!(header.need <= DEFAULT_MAX_IMAGE_MEMORY, "{header:?}");
+        let p = prepare_inspected(&jpeg, &header, ImageLimits::default()).unwrap();
+        assert_eq!((p.format, p.width, p.height), ("jpg", 4032, 3024));
+        assert!(p.inverted);
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_from_its_header_with_need_and_limit() {
+        // The issue's bomb: 4096x4096 16-bit RGBA, 128 MiB decoded, a few hundred KB as PNG.
+        let bomb = image::ImageBuffer::<Rgba<u16>, _>::new(4096, 4096);
+        let bytes = png(&DynamicImage::ImageRgba16(bomb));
+        assert!(bytes.len() < 1024 * 1024, "{}", bytes.len());
+        let limits = ImageLimits::default();
+        let e = inspect(&bytes, limits).unwrap_err();
+        let need = decode_cost(ImageFormat::Png, 4096, 4096, ColorType::Rgba16, 4, 0);
+        assert!(need > 192 * MIB, "decoded buffer and grey copy: {need}");
+        assert!(
+            matches!(e, ImageError::OverMemoryLimit { need: n, limit, .. }
+                if n == need && limit == DEFAULT_MAX_IMAGE_MEMORY),
+            "{e:?}"
+        );
+        assert_eq!(e.status_and_code().1, "image_too_large");
+        let msg = e.to_string();
+        assert!(msg.contains(&format!("needs {need} bytes")), "{msg}");
+        assert!(
+            msg.contains("per-image limit of 134217728 bytes (128 MiB)"),
+            "{msg}"
+        );
+        // A larger limit lets the same file through to the decoder.
+        let roomy = ImageLimits {
+            max_memory: 256 * MIB,
+            ..limits
+        };
+        assert!(inspect(&bytes, roomy).is_ok());
+    }
+
+    #[test]
+    fn jpeg_cost_counts_every_colour_component() {
+        let cost = |c| decode_cost(ImageFormat::Jpeg, 1000, 1000, ColorType::Rgb8, c, 0);
+        assert!(cost(4) > cost(3));
+        let png = decode_cost(ImageFormat::Png, 1000, 1000, ColorType::Rgb8, 3, 0);
+        assert!(cost(3) > png, "coefficients outweigh the grey copy");
     }
 
     #[test]

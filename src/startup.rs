@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::{self, Auth, Secret, Tokens, Users, UsersStore};
 use crate::config::ServeArgs;
-use crate::decode_pool::DecodePool;
+use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
 use crate::login_throttle::LoginThrottle;
 use crate::password_pool::PasswordPool;
@@ -58,6 +58,7 @@ struct Inner {
     decoders: DecodePool,
     passwords: PasswordPool,
     login_throttle: LoginThrottle,
+    decode_memory: Arc<MemoryBudget>,
     jaeger_ui_url: String,
 }
 
@@ -111,6 +112,10 @@ impl AppState {
     pub fn decoders(&self) -> &DecodePool {
         &self.0.decoders
     }
+    /// Memory shared by the images being decoded.
+    pub fn decode_memory(&self) -> Arc<MemoryBudget> {
+        Arc::clone(&self.0.decode_memory)
+    }
     /// Base URL of Jaeger's web UI, for links from the web page.
     pub fn jaeger_ui_url(&self) -> &str {
         &self.0.jaeger_ui_url
@@ -140,6 +145,14 @@ impl Application {
     pub async fn build(args: &ServeArgs, secret: Option<Secret>) -> anyhow::Result<Self> {
         // Installed before the first request so no early request goes uncounted.
         crate::metrics::handle();
+        // An image allowed alone but larger than the shared budget could never be decoded.
+        anyhow::ensure!(
+            args.max_image_memory <= args.decode_memory,
+            "--max-image-memory ({}) is larger than --decode-memory ({}): such images could \
+             never be decoded; raise --decode-memory or lower --max-image-memory",
+            args.max_image_memory,
+            args.decode_memory
+        );
         let loaded = weights::load(&args.weights)?;
         let info = ModelInfo {
             status: "ready",
@@ -182,6 +195,10 @@ impl Application {
             passwords: PasswordPool::new(args.login_threads, args.login_queue)
                 .context("starting the password threads")?,
             login_throttle: LoginThrottle::new(args.login_throttle()),
+            decode_memory: Arc::new(MemoryBudget::new(
+                args.decode_memory,
+                Duration::from_millis(args.decode_wait_ms),
+            )),
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
         }));
         Ok(Self {

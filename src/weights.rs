@@ -207,6 +207,24 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
                 format!("shape {:?}, expected {:?}", view.shape(), shape),
             ));
         }
+        // A NaN or infinity poisons every logit it reaches: the server would answer garbage
+        // with a 200, so such a file is refused like a malformed one.
+        let values = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        let mut bad = values.clone().enumerate().filter(|(_, v)| !v.is_finite());
+        if let Some((first, value)) = bad.next() {
+            return Err(tensor_err(
+                name,
+                format!(
+                    "{} of {} values are not finite (first: {value} at index {first}); \
+                     the training run diverged or the file is damaged",
+                    1 + bad.count(),
+                    values.len()
+                ),
+            ));
+        }
         let t = Tensor::from_raw_buffer(view.data(), DType::F32, shape, &Device::Cpu)
             .map_err(candle)?;
         tensors.insert(name.clone(), t);
@@ -435,6 +453,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/nonexistent/w.safetensors: "), "{e}");
+    }
+
+    #[test]
+    fn non_finite_weights_are_refused_naming_the_tensor() {
+        let (varmap, meta) = trained_like();
+        for (bad, shown) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "inf"),
+            (f32::NEG_INFINITY, "-inf"),
+        ] {
+            let bytes = with_tensors(&varmap, &meta, |vm| {
+                let mut values = vec![0.5f32; 128];
+                values[7] = bad;
+                values[9] = bad;
+                vm.data().lock().unwrap().insert(
+                    "fc1.bias".into(),
+                    candle_core::Var::from_vec(values, 128, &Device::Cpu).unwrap(),
+                );
+            });
+            let e = from_bytes(Path::new("w.safetensors"), &bytes)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("w.safetensors: tensor `fc1.bias`: 2 of 128 values are not finite"),
+                "{e}"
+            );
+            assert!(e.contains(&format!("first: {shown} at index 7")), "{e}");
+        }
+        let all_nan = with_tensors(&varmap, &meta, |vm| {
+            for v in vm.data().lock().unwrap().values_mut() {
+                let nan = (v.as_tensor() * f64::NAN).unwrap();
+                *v = candle_core::Var::from_tensor(&nan).unwrap();
+            }
+        });
+        let e = from_bytes(Path::new("w"), &all_nan)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("values are not finite"), "{e}");
     }
 
     #[test]

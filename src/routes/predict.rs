@@ -4,7 +4,9 @@
 //! original app's fields plus more); several answer `{"predictions": [...], "model"}` in the
 //! order the parts were sent.
 
-use bytes::Buf;
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
 use futures_util::Stream;
 use serde::Serialize;
 use tracing::field::Empty;
@@ -12,6 +14,7 @@ use tracing::Span;
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
+use crate::decode_pool::MemoryShare;
 use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, Prepared};
@@ -148,16 +151,12 @@ async fn predict(
 
     let limits = state.image_limits();
     let request_span = Span::current();
-    let prepared: Vec<Prepared> = state
-        .decoders()
-        .run(move || {
-            files
-                .into_iter()
-                .enumerate()
-                .map(|(index, (name, bytes))| decode(&request_span, index, name, &bytes, limits))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await??;
+    // One image at a time, so a request holds at most one share of the decode memory budget
+    // and never waits for a second while holding the first.
+    let mut prepared: Vec<Prepared> = Vec::with_capacity(files.len());
+    for (index, (name, bytes)) in files.into_iter().enumerate() {
+        prepared.push(decode(&state, &request_span, index, name, bytes, limits).await?);
+    }
 
     let model = state.model_ref();
     let predictions = futures_util::future::try_join_all(
@@ -183,12 +182,14 @@ async fn predict(
     Ok(reply.into_response())
 }
 
-/// Decodes and normalises one image inside its own `decode` span.
-fn decode(
+/// Decodes and normalises one image inside its own `decode` span, once its estimated cost
+/// (from the header) is taken from the server's decode memory budget.
+async fn decode(
+    state: &AppState,
     parent: &Span,
     index: usize,
     name: Option<String>,
-    bytes: &[u8],
+    bytes: Bytes,
     limits: preprocess::ImageLimits,
 ) -> Result<Prepared, ApiError> {
     let span = tracing::info_span!(
@@ -200,15 +201,48 @@ fn decode(
         image.width = Empty,
         image.height = Empty,
         image.inverted = Empty,
+        image.decode_memory = Empty,
     );
     // Not entered: nothing inside logs except the error event, which names its parent, and
     // every enter and exit is a trip through the subscriber.
-    match preprocess::prepare(bytes, limits) {
-        Ok(p) => {
+    let budget = state.decode_memory();
+    // The common case takes one trip to the decoder threads: read the header, take the share
+    // if it is free, decode. Only when the budget is short does the image wait, off the
+    // decoder threads, and come back.
+    let first = {
+        let (bytes, budget) = (bytes.clone(), Arc::clone(&budget));
+        state
+            .decoders()
+            .run(move || {
+                let header = preprocess::inspect(&bytes, limits)?;
+                Ok(match budget.try_take(header.need) {
+                    Some(share) => {
+                        Decoded::Done(header, decode_within(&bytes, &header, limits, share))
+                    }
+                    None => Decoded::Waiting(header),
+                })
+            })
+            .await?
+    };
+    let outcome = match first {
+        Ok(Decoded::Done(header, result)) => result.map(|p| (header, p)),
+        Ok(Decoded::Waiting(header)) => {
+            let share = budget.take(header.need).await?;
+            state
+                .decoders()
+                .run(move || decode_within(&bytes, &header, limits, share))
+                .await?
+                .map(|p| (header, p))
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok((header, p)) => {
             span.record("image.format", p.format);
             span.record("image.width", p.width as i64);
             span.record("image.height", p.height as i64);
             span.record("image.inverted", p.inverted);
+            span.record("image.decode_memory", header.need as i64);
             Ok(p)
         }
         Err(source) => {
@@ -220,6 +254,29 @@ fn decode(
             })
         }
     }
+}
+
+enum Decoded {
+    Done(preprocess::Header, Result<Prepared, preprocess::ImageError>),
+    Waiting(preprocess::Header),
+}
+
+/// Above this estimate, freed decoder memory is handed back to the OS before the share is:
+/// otherwise the allocator may keep it while the next image allocates afresh.
+const RELEASE_ABOVE: u64 = 8 * 1024 * 1024;
+
+fn decode_within(
+    bytes: &[u8],
+    header: &preprocess::Header,
+    limits: preprocess::ImageLimits,
+    share: MemoryShare,
+) -> Result<Prepared, preprocess::ImageError> {
+    let result = preprocess::prepare_inspected(bytes, header, limits);
+    if header.need > RELEASE_ABOVE {
+        crate::release_freed_memory();
+    }
+    drop(share);
+    result
 }
 
 /// Runs one image through the model inside a `prediction` span carrying the answer.

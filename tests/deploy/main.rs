@@ -11,6 +11,7 @@ mod env;
 mod helpers;
 mod images;
 mod k8s;
+mod memory;
 mod paths;
 mod ports;
 mod runtime;
