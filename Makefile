@@ -51,10 +51,11 @@ fmt:
 data:
 	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR)
 
-## bench: criterion benchmarks, then the loopback load test against the original Flask app
+## bench: criterion benchmarks, the loopback load test against the original Flask app, then the soak and login flood
 bench:
 	$(CARGO) bench --bench inference
 	benches/load.sh
+	benches/hostile.sh
 
 clean:
 	$(CARGO) clean

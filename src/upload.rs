@@ -26,9 +26,9 @@ pub struct BodyLimits {
 }
 
 impl BodyLimits {
-    /// Limits with a budget of their own, for tests and fuzzing.
+    /// Limits with a budget of their own (room for two whole bodies), for tests and fuzzing.
     pub fn standalone(max_bytes: u64, timeout: Duration) -> Self {
-        let budget = usize::try_from(max_bytes)
+        let budget = usize::try_from(max_bytes.saturating_mul(2))
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
         Self {
@@ -251,9 +251,9 @@ mod tests {
         assert_eq!(files[0].0.as_deref(), Some("a.png"));
         assert_eq!(&files[0].1[..], b"PNGDATA");
         assert_eq!(charge.bytes(), FORM.len());
-        assert_eq!(limits.budget.available_permits(), 1024 - FORM.len());
+        assert_eq!(limits.budget.available_permits(), 2048 - FORM.len());
         drop(charge);
-        assert_eq!(limits.budget.available_permits(), 1024);
+        assert_eq!(limits.budget.available_permits(), 2048);
     }
 
     #[tokio::test]
