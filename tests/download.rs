@@ -14,6 +14,12 @@ fn shared_mnist() -> Option<PathBuf> {
     if FILES.iter().all(|f| dir.join(format!("{f}.gz")).is_file()) {
         Some(dir)
     } else {
+        // CI must prove the data path works: a missing input there is a failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and the MNIST files are missing: {}",
+            dir.display()
+        );
         eprintln!(
             "SKIPPED: gzipped MNIST files not found in {}",
             dir.display()

@@ -13,6 +13,12 @@ fn data_dir() -> Option<PathBuf> {
     if mnist_api::data::is_present(&dir) {
         Some(dir)
     } else {
+        // CI must prove the data path works: a missing input there is a failure, not a skip.
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and the MNIST files are missing: {}",
+            dir.display()
+        );
         eprintln!(
             "SKIPPED: MNIST files not found in {} (set MNIST_DIR or run `make data`)",
             dir.display()

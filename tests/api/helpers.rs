@@ -173,6 +173,12 @@ pub fn mnist_test() -> Option<&'static Split> {
         match Mnist::load_test(&dir) {
             Ok(s) => Some(s),
             Err(e) => {
+                // CI must prove the data path works: a missing input there is a failure, not a skip.
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "CI=true and the MNIST files are missing: {}",
+                    e
+                );
                 eprintln!("SKIPPED: MNIST test data not available ({e})");
                 None
             }
