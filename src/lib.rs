@@ -21,6 +21,7 @@ pub mod routes;
 pub mod server;
 pub mod span_export;
 pub mod startup;
+pub mod state;
 pub mod telemetry;
 pub mod training;
 pub mod upload;

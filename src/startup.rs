@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -17,118 +16,10 @@ use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
 use crate::login_throttle::LoginThrottle;
 use crate::password_pool::PasswordPool;
-use crate::preprocess::ImageLimits;
 use crate::routes;
 use crate::server::ConnLimits;
-use crate::upload::BodyLimits;
+use crate::state::{AppState, Inner, ModelInfo, ModelRef};
 use crate::weights;
-
-/// The model as named in every prediction.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct ModelRef {
-    /// Architecture name from the weights file.
-    pub version: String,
-    /// SHA-256 of the weights file.
-    pub sha256: String,
-}
-
-/// What `GET /model` shows.
-#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
-pub struct ModelInfo {
-    /// Always `ready` once served: the model loads before the port opens.
-    #[schema(value_type = String, example = "ready")]
-    pub status: &'static str,
-    /// Architecture and file hash.
-    #[serde(flatten)]
-    pub model: ModelRef,
-    /// The weights' header metadata.
-    pub metadata: weights::Metadata,
-}
-
-struct Inner {
-    engine: Engine,
-    auth: Arc<Auth>,
-    info: ModelInfo,
-    image_limits: ImageLimits,
-    max_body_bytes: u64,
-    body_timeout: Duration,
-    body_memory: Arc<Semaphore>,
-    max_files: usize,
-    in_flight: Arc<Semaphore>,
-    decoders: DecodePool,
-    passwords: PasswordPool,
-    login_throttle: LoginThrottle,
-    decode_memory: Arc<MemoryBudget>,
-    jaeger_ui_url: String,
-}
-
-/// Read-only state shared by all requests; cheap to clone.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-impl AppState {
-    /// The inference engine.
-    pub fn engine(&self) -> &Engine {
-        &self.0.engine
-    }
-    /// Users and tokens.
-    pub fn auth(&self) -> Arc<Auth> {
-        Arc::clone(&self.0.auth)
-    }
-    /// The model's identity, as put in responses.
-    pub fn model_ref(&self) -> &ModelRef {
-        &self.0.info.model
-    }
-    /// Everything known about the model.
-    pub fn model_info(&self) -> &ModelInfo {
-        &self.0.info
-    }
-    /// Decoder limits.
-    pub fn image_limits(&self) -> ImageLimits {
-        self.0.image_limits
-    }
-    /// Largest request body.
-    pub fn max_body_bytes(&self) -> u64 {
-        self.0.max_body_bytes
-    }
-    /// Limits for reading a body of at most `max_bytes`: the request timeout and the budget
-    /// shared by all bodies.
-    pub fn body_limits(&self, max_bytes: u64) -> BodyLimits {
-        BodyLimits {
-            max_bytes,
-            timeout: self.0.body_timeout,
-            budget: Arc::clone(&self.0.body_memory),
-        }
-    }
-    /// Most images per request.
-    pub fn max_files(&self) -> usize {
-        self.0.max_files
-    }
-    /// Permits for /predict requests in progress.
-    pub fn in_flight(&self) -> Arc<Semaphore> {
-        Arc::clone(&self.0.in_flight)
-    }
-    /// The image decoding threads.
-    pub fn decoders(&self) -> &DecodePool {
-        &self.0.decoders
-    }
-    /// Memory shared by the images being decoded.
-    pub fn decode_memory(&self) -> Arc<MemoryBudget> {
-        Arc::clone(&self.0.decode_memory)
-    }
-    /// Base URL of Jaeger's web UI, for links from the web page.
-    pub fn jaeger_ui_url(&self) -> &str {
-        &self.0.jaeger_ui_url
-    }
-    /// The password-checking threads.
-    pub fn passwords(&self) -> &PasswordPool {
-        &self.0.passwords
-    }
-    /// Failed-login allowances per username and per client address.
-    pub fn login_throttle(&self) -> &LoginThrottle {
-        &self.0.login_throttle
-    }
-}
 
 /// A bound, ready-to-run server.
 pub struct Application {
@@ -177,7 +68,7 @@ impl Application {
             .with_context(|| format!("binding {}", args.bind))?;
         let addr = listener.local_addr()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let state = AppState(Arc::new(Inner {
+        let state = AppState::from(Inner {
             engine,
             auth,
             info,
@@ -200,7 +91,7 @@ impl Application {
                 Duration::from_millis(args.decode_wait_ms),
             )),
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
-        }));
+        });
         Ok(Self {
             listener,
             addr,

@@ -9,7 +9,7 @@ use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
 use crate::error::{ApiError, ErrorBody, JSON_BODY_LIMIT};
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::upload::read_limited;
 
 /// The request body. Fields are loose (`Value`) so a number or null reads as "missing", like

@@ -17,7 +17,7 @@ use warp::path::FullPath;
 use warp::{Filter, Reply};
 
 use crate::error::handle_rejection;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// Every route, with every rejection turned into the JSON error shape.
 pub fn api(

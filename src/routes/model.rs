@@ -3,11 +3,11 @@
 use warp::{Filter, Rejection, Reply};
 
 use super::with_state;
-use crate::startup::AppState;
+use crate::state::AppState;
 
 /// `GET /model` → the weights' metadata and the SHA-256 of the file.
 #[utoipa::path(get, path = "/model", tag = "service", operation_id = "model",
-    responses((status = 200, description = "The loaded model is ready", body = crate::startup::ModelInfo)))]
+    responses((status = 200, description = "The loaded model is ready", body = crate::state::ModelInfo)))]
 pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("model")
         .and(warp::get())

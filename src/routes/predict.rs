@@ -18,7 +18,7 @@ use crate::decode_pool::MemoryShare;
 use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, Prepared};
-use crate::startup::{AppState, ModelRef};
+use crate::state::{AppState, ModelRef};
 use crate::upload;
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required

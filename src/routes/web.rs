@@ -7,7 +7,7 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use super::assets::{self, Asset};
-use crate::startup::AppState;
+use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../assets/web/index.html");
 const APP_JS: &str = include_str!("../../assets/web/app.js");
