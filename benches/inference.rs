@@ -4,6 +4,10 @@
 use std::hint::black_box;
 use std::io::Cursor;
 
+/// The binaries run on mimalloc; the benchmarks measure what they run.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use image::{imageops, DynamicImage, ImageFormat, Rgb, RgbImage};
 use mnist_api::auth::{Secret, Tokens};

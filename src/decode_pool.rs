@@ -8,13 +8,26 @@
 //! image also takes its estimated cost from a [`MemoryBudget`] shared by the whole server
 //! before it decodes, and gives it back when done.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
-use crate::error::ApiError;
+use crate::worker::{self, WorkerError};
+
+/// The pool's name in errors.
+const POOL: &str = "image decoder";
+
+/// Why an image's share of the decode memory was not granted.
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    /// The budget stayed taken for the whole wait; retrying later can succeed.
+    #[error("server busy: no image decoding memory came free within {0} ms, retry shortly")]
+    Busy(u64),
+    /// The budget was closed (only at shutdown).
+    #[error("the decode memory budget is closed")]
+    Closed,
+}
 
 /// Runs CPU-bound closures on a fixed number of threads and awaits their results.
 #[derive(Debug)]
@@ -36,20 +49,10 @@ impl DecodePool {
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (tx, rx) = oneshot::channel();
-        self.pool.spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
-        });
-        match rx.await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-                "image decoder panicked"
-            ))),
-            Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
-                "image decoder vanished"
-            ))),
-        }
+    ) -> Result<T, WorkerError> {
+        let (job, rx) = worker::hand_off(work);
+        self.pool.spawn(job);
+        worker::answer(rx, POOL).await
     }
 }
 
@@ -110,14 +113,12 @@ impl MemoryBudget {
     }
 
     /// `bytes` of the budget, waiting in line at most [`Self::wait`].
-    pub async fn take(&self, bytes: u64) -> Result<MemoryShare, ApiError> {
+    pub async fn take(&self, bytes: u64) -> Result<MemoryShare, BudgetError> {
         let acquire = Arc::clone(&self.permits).acquire_many_owned(self.units(bytes));
         match tokio::time::timeout(self.wait, acquire).await {
             Ok(Ok(p)) => Ok(MemoryShare(p)),
-            Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-                "decode memory budget closed"
-            ))),
-            Err(_) => Err(ApiError::DecodeBusy(self.wait.as_millis() as u64)),
+            Ok(Err(_)) => Err(BudgetError::Closed),
+            Err(_) => Err(BudgetError::Busy(self.wait.as_millis() as u64)),
         }
     }
 }
@@ -131,7 +132,7 @@ mod tests {
         let pool = DecodePool::new(2).unwrap();
         assert_eq!(pool.run(|| 6 * 7).await.unwrap(), 42);
         let r = pool.run(|| -> u8 { panic!("bad image") }).await;
-        assert!(matches!(r, Err(ApiError::Internal(_))));
+        assert!(matches!(r, Err(WorkerError::Panicked(_))));
         assert_eq!(pool.run(|| 1).await.unwrap(), 1, "pool survives a panic");
     }
 
@@ -142,7 +143,7 @@ mod tests {
         assert!(budget.try_take(6 * UNIT).is_none(), "only 4 KiB left");
         let timed_out = budget.take(6 * UNIT).await;
         assert!(
-            matches!(timed_out, Err(ApiError::DecodeBusy(50))),
+            matches!(timed_out, Err(BudgetError::Busy(50))),
             "{timed_out:?}"
         );
         let small = budget.try_take(4 * UNIT).expect("what is left");

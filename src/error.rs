@@ -10,9 +10,15 @@ use warp::http::{header, HeaderValue, StatusCode};
 use warp::reject::Rejection;
 use warp::reply::{self, Reply, Response};
 
+use crate::auth::TokenError;
+use crate::decode_pool::BudgetError;
+use crate::inference::InferenceError;
 use crate::preprocess::ImageError;
+use crate::upload::UploadError;
+use crate::worker::WorkerError;
 
-/// Everything a request can fail with.
+/// Everything a request can fail with: the domain modules' own errors, plus what only HTTP
+/// knows (routing, request shape).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// `/login` body lacks a non-empty username or password.
@@ -24,48 +30,18 @@ pub enum ApiError {
     /// Unknown user or wrong password; deliberately the same message for both.
     #[error("Bad username or password")]
     BadCredentials,
-    /// No `Authorization: Bearer` header.
-    #[error("missing bearer token: send `Authorization: Bearer <access_token>` from /login")]
-    MissingToken,
-    /// The token failed verification.
-    #[error("invalid token: {0}")]
-    InvalidToken(String),
-    /// The token was valid but has expired.
-    #[error("token expired: log in again")]
-    ExpiredToken,
-    /// A genuine token whose user was removed or changed password after it was issued.
-    #[error("token revoked: {0}; log in again")]
-    TokenRevoked(&'static str),
     /// Too many failed logins for this username or from this address; nothing was checked.
     #[error("too many failed logins: retry after {retry_after} seconds")]
     TooManyAttempts {
         /// Whole seconds until the next attempt is allowed (the `Retry-After` value).
         retry_after: u64,
     },
-    /// Every password-checking slot is taken; the client should retry.
-    #[error("server busy: too many logins in progress, retry shortly")]
-    LoginsOverloaded,
-    /// `/predict` needs `multipart/form-data`.
-    #[error("expected a multipart/form-data body with the image in field `file`, got {0}")]
-    NotMultipart(String),
-    /// The multipart body could not be parsed.
-    #[error("malformed multipart body: {0}")]
-    BadMultipart(String),
-    /// No part named `file`.
-    #[error("no `file` field in the form: send the image as multipart field `file`")]
-    NoFile,
-    /// More `file` parts than allowed.
-    #[error("too many files: at most {0} images per request")]
-    TooManyFiles(usize),
-    /// A header is missing or malformed.
-    #[error("bad request header: {0}")]
-    BadHeader(String),
-    /// The body is bigger than the configured limit.
-    #[error("request body exceeds the limit of {0} bytes")]
-    BodyTooLarge(u64),
-    /// The body did not arrive within the body timeout.
-    #[error("request body not received within {0} s: send the whole body promptly")]
-    BodyTimeout(u64),
+    /// The bearer token is missing, invalid, expired or revoked.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The body could not be read or is not the expected form.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
     /// One of the uploaded images is unusable; `index` counts `file` parts from 0.
     #[error("file {index}{}: {source}", name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default())]
     Image {
@@ -76,12 +52,21 @@ pub enum ApiError {
         /// What is wrong with it.
         source: ImageError,
     },
-    /// All inference capacity is taken; the client should retry.
+    /// The model could not answer.
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    /// A decoder or password thread could not take or finish the work.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// No decoding memory came free in time.
+    #[error(transparent)]
+    DecodeBudget(#[from] BudgetError),
+    /// Every /predict permit is taken.
     #[error("server busy: too many predictions in flight, retry shortly")]
     Overloaded,
-    /// The decode memory budget stayed taken for the whole wait (milliseconds).
-    #[error("server busy: no image decoding memory came free within {0} ms, retry shortly")]
-    DecodeBusy(u64),
+    /// A header is malformed.
+    #[error("bad request header: {0}")]
+    BadHeader(String),
     /// No such route.
     #[error("not found")]
     NotFound,
@@ -107,32 +92,79 @@ pub struct ErrorBody<'a> {
 }
 
 impl ApiError {
-    /// HTTP status and machine-readable code.
+    /// HTTP status and machine-readable code: the one table from error to status.
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         use ApiError::*;
+        const INTERNAL: (StatusCode, &str) = (StatusCode::INTERNAL_SERVER_ERROR, "internal");
+        const OVERLOADED: (StatusCode, &str) = (StatusCode::SERVICE_UNAVAILABLE, "overloaded");
         match self {
             CredentialsRequired => (StatusCode::BAD_REQUEST, "credentials_required"),
             InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             BadCredentials => (StatusCode::UNAUTHORIZED, "bad_credentials"),
-            MissingToken => (StatusCode::UNAUTHORIZED, "missing_token"),
-            InvalidToken(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            ExpiredToken => (StatusCode::UNAUTHORIZED, "token_expired"),
-            TokenRevoked(_) => (StatusCode::UNAUTHORIZED, "token_revoked"),
             TooManyAttempts { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_attempts"),
-            LoginsOverloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            NotMultipart(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart"),
-            BadMultipart(_) => (StatusCode::BAD_REQUEST, "bad_multipart"),
-            NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
-            TooManyFiles(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
-            BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Token(e) => match e {
+                TokenError::Missing => (StatusCode::UNAUTHORIZED, "missing_token"),
+                TokenError::Invalid(_) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+                TokenError::Expired => (StatusCode::UNAUTHORIZED, "token_expired"),
+                TokenError::Revoked(_) => (StatusCode::UNAUTHORIZED, "token_revoked"),
+                TokenError::Sign(_) => INTERNAL,
+            },
+            Upload(e) => match e {
+                UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                UploadError::BadLength => (StatusCode::BAD_REQUEST, "bad_header"),
+                UploadError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+                UploadError::OverBudget => OVERLOADED,
+                UploadError::Read(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+                UploadError::NotMultipart(_) => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_multipart")
+                }
+                UploadError::BadMultipart(_) => (StatusCode::BAD_REQUEST, "bad_multipart"),
+                UploadError::NoFile => (StatusCode::BAD_REQUEST, "missing_file"),
+                UploadError::TooManyFiles(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_files"),
+            },
+            Image { source, .. } => match source {
+                ImageError::Empty => (StatusCode::UNPROCESSABLE_ENTITY, "empty_file"),
+                ImageError::UnsupportedFormat(_) => {
+                    (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format")
+                }
+                ImageError::Corrupt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
+                ImageError::ZeroSized => (StatusCode::UNPROCESSABLE_ENTITY, "zero_sized_image"),
+                ImageError::TooLarge { .. }
+                | ImageError::TooMuchMemory(_)
+                | ImageError::OverMemoryLimit { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
+                }
+                ImageError::Blank => (StatusCode::UNPROCESSABLE_ENTITY, "blank_image"),
+            },
+            Inference(InferenceError::QueueFull) => OVERLOADED,
+            Inference(_) => INTERNAL,
+            Worker(WorkerError::Busy(_)) => OVERLOADED,
+            Worker(_) => INTERNAL,
+            DecodeBudget(BudgetError::Busy(_)) => OVERLOADED,
+            DecodeBudget(BudgetError::Closed) => INTERNAL,
+            Overloaded => OVERLOADED,
             BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header"),
-            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
-            Image { source, .. } => source.status_and_code(),
-            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
-            DecodeBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Internal(_) => INTERNAL,
+        }
+    }
+
+    /// What the client reads: our own failures stay in the log.
+    fn client_message(&self) -> String {
+        if self.status_and_code().0 == StatusCode::INTERNAL_SERVER_ERROR {
+            "internal server error".to_string()
+        } else {
+            self.to_string()
+        }
+    }
+
+    /// What the log gets beyond the client message: the whole cause of our own failures.
+    fn logged_cause(&self) -> Option<String> {
+        match self {
+            ApiError::Internal(cause) => Some(format!("{cause:#}")),
+            e if e.status_and_code().0 == StatusCode::INTERNAL_SERVER_ERROR => Some(e.to_string()),
+            _ => None,
         }
     }
 
@@ -140,7 +172,7 @@ impl ApiError {
     pub fn to_response(&self) -> Response {
         let (status, code) = self.status_and_code();
         let body = ErrorBody {
-            msg: self.to_string(),
+            msg: self.client_message(),
             code,
         };
         let mut res = reply::with_status(reply::json(&body), status).into_response();
@@ -148,9 +180,9 @@ impl ApiError {
         match status {
             StatusCode::UNAUTHORIZED => {
                 let challenge = match self {
-                    ApiError::InvalidToken(_)
-                    | ApiError::ExpiredToken
-                    | ApiError::TokenRevoked(_) => "Bearer error=\"invalid_token\"",
+                    ApiError::Token(
+                        TokenError::Invalid(_) | TokenError::Expired | TokenError::Revoked(_),
+                    ) => "Bearer error=\"invalid_token\"",
                     _ => "Bearer",
                 };
                 headers.insert(
@@ -175,9 +207,6 @@ impl ApiError {
         res
     }
 }
-
-/// Largest JSON body accepted (the `/login` credentials).
-pub const JSON_BODY_LIMIT: u64 = 16 * 1024;
 
 /// Maps warp's own rejections onto [`ApiError`] so every response has the same shape.
 fn from_warp(err: &Rejection) -> ApiError {
@@ -210,13 +239,10 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
     };
     let (status, code) = api.status_and_code();
     tracing::Span::current().record("error.type", code);
-    let message = api.to_string();
+    let message = api.client_message();
     let message = crate::clip::clip_to(&message, MAX_LOGGED_MESSAGE);
     let status_code = status.as_u16() as i64;
-    let cause = match api {
-        ApiError::Internal(cause) => Some(format!("{cause:#}")),
-        _ => None,
-    };
+    let cause = api.logged_cause();
     // One macro call per level: tracing fixes an event's level and target at compile time.
     macro_rules! exception {
         ($level:expr) => {
@@ -229,7 +255,7 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
             )
         };
     }
-    if matches!(api, ApiError::Internal(_)) {
+    if status == StatusCode::INTERNAL_SERVER_ERROR {
         exception!(tracing::Level::ERROR);
     } else if status.is_server_error() {
         exception!(tracing::Level::WARN);

@@ -2,7 +2,7 @@
 //! run one forward pass per batch, and answer each caller separately.
 //!
 //! The async executor never runs the model: handlers enqueue and await a oneshot reply. When
-//! the queue is full the caller gets [`ApiError::Overloaded`] at once (503), so overload
+//! the queue is full the caller gets [`InferenceError::QueueFull`] at once, so overload
 //! sheds work instead of growing memory and latency without bound.
 
 use std::panic::AssertUnwindSafe;
@@ -15,8 +15,30 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
-use crate::error::ApiError;
 use crate::model::{Net, CLASSES};
+
+/// Why an image got no prediction.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// Every queue slot is taken; retrying later can succeed.
+    #[error("server busy: too many predictions in flight, retry shortly")]
+    QueueFull,
+    /// The caller passed something other than one 28×28 image.
+    #[error("input has {0} values, expected {IMAGE_PIXELS}")]
+    InputSize(usize),
+    /// candle failed; shared by every image of the batch.
+    #[error("the forward pass failed: {0}")]
+    Forward(Arc<candle_core::Error>),
+    /// The network's output is not one row of class probabilities per image.
+    #[error("the model returned {0} classes, expected {CLASSES}")]
+    Classes(usize),
+    /// A bug in the model code, contained to one batch.
+    #[error("the model panicked")]
+    Panicked,
+    /// The workers stopped (only at shutdown).
+    #[error("the model workers are gone")]
+    Stopped,
+}
 
 /// How the engine schedules work.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +105,7 @@ impl Prediction {
     }
 }
 
-type Reply = Result<Prediction, String>;
+type Reply = Result<Prediction, InferenceError>;
 
 struct Job {
     input: Vec<f32>,
@@ -125,31 +147,20 @@ impl Engine {
     }
 
     /// Queues one normalised 28×28 input and waits for its prediction.
-    pub async fn predict(&self, input: Vec<f32>) -> Result<Prediction, ApiError> {
+    pub async fn predict(&self, input: Vec<f32>) -> Result<Prediction, InferenceError> {
         let rx = self.enqueue(input)?;
-        match rx.await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(e)) => Err(ApiError::Internal(anyhow::anyhow!("inference failed: {e}"))),
-            Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
-                "inference worker dropped the request"
-            ))),
-        }
+        rx.await.unwrap_or(Err(InferenceError::Stopped))
     }
 
-    fn enqueue(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Reply>, ApiError> {
+    fn enqueue(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Reply>, InferenceError> {
         if input.len() != IMAGE_PIXELS {
-            return Err(ApiError::Internal(anyhow::anyhow!(
-                "input has {} values, expected {IMAGE_PIXELS}",
-                input.len()
-            )));
+            return Err(InferenceError::InputSize(input.len()));
         }
         let (reply, rx) = oneshot::channel();
         match self.tx.try_send(Job { input, reply }) {
             Ok(()) => Ok(rx),
-            Err(TrySendError::Full(_)) => Err(ApiError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-                "inference workers are gone"
-            ))),
+            Err(TrySendError::Full(_)) => Err(InferenceError::QueueFull),
+            Err(TrySendError::Disconnected(_)) => Err(InferenceError::Stopped),
         }
     }
 }
@@ -198,7 +209,7 @@ fn worker(net: &Net, rx: &Receiver<Job>, config: EngineConfig) {
         let started = Instant::now();
         // A panic in the model must cost one batch, not the worker.
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, &pixels, padded)))
-            .unwrap_or_else(|_| Err("model panicked".to_string()));
+            .unwrap_or(Err(InferenceError::Panicked));
         let elapsed = started.elapsed();
         let n = jobs.len();
         crate::metrics::record_batch(n, elapsed);
@@ -239,16 +250,15 @@ fn batch_limit(queued: usize, workers: usize, max_batch: usize, max_wait: Durati
 }
 
 /// Probabilities for `n` normalised images laid end to end in `pixels`.
-pub fn forward(net: &Net, pixels: &[f32], n: usize) -> Result<Vec<[f32; CLASSES]>, String> {
+pub fn forward(net: &Net, pixels: &[f32], n: usize) -> Result<Vec<[f32; CLASSES]>, InferenceError> {
     let run = || -> candle_core::Result<Vec<Vec<f32>>> {
         let xs = Tensor::from_slice(pixels, (n, 1, IMAGE_SIDE, IMAGE_SIDE), &Device::Cpu)?;
         net.probabilities(&xs)?.to_vec2::<f32>()
     };
-    let rows = run().map_err(|e| e.to_string())?;
+    let rows = run().map_err(|e| InferenceError::Forward(Arc::new(e)))?;
     rows.into_iter()
         .map(|r| {
-            <[f32; CLASSES]>::try_from(r.as_slice())
-                .map_err(|_| format!("model returned {} classes", r.len()))
+            <[f32; CLASSES]>::try_from(r.as_slice()).map_err(|_| InferenceError::Classes(r.len()))
         })
         .collect()
 }
@@ -334,7 +344,7 @@ mod tests {
             .collect();
         assert!(receivers
             .iter()
-            .any(|r| matches!(r, Err(ApiError::Overloaded))));
+            .any(|r| matches!(r, Err(InferenceError::QueueFull))));
         for r in receivers.into_iter().flatten() {
             assert!(r.await.unwrap().is_ok());
         }
@@ -345,7 +355,7 @@ mod tests {
         let e = engine(EngineConfig::default());
         assert!(matches!(
             e.predict(vec![0.0; 3]).await,
-            Err(ApiError::Internal(_))
+            Err(InferenceError::InputSize(_))
         ));
     }
 }

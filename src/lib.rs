@@ -18,24 +18,22 @@ pub mod model;
 pub mod password_pool;
 pub mod preprocess;
 pub mod routes;
+pub mod served;
 pub mod server;
 pub mod span_export;
 pub mod startup;
-pub mod state;
 pub mod telemetry;
+pub mod tokens;
 pub mod training;
 pub mod upload;
 pub mod user_admin;
+pub mod users;
 pub mod weights;
+pub mod worker;
 
-/// candle allocates a fresh buffer for every intermediate tensor; with glibc's allocator each
-/// large one is a new mmap whose pages fault in one by one, which made ReLU's backward pass 10x
-/// slower than its arithmetic. mimalloc reuses the memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// Returns memory freed by this thread to the operating system. Argon2 needs ~19 MiB per
-/// password check and mimalloc would otherwise keep it resident for good.
+/// Returns memory freed by this thread to the operating system, when the program runs on
+/// mimalloc (the binaries do; a no-op otherwise). Argon2 needs ~19 MiB per password check and
+/// mimalloc would otherwise keep it resident for good.
 pub fn release_freed_memory() {
     // SAFETY: mi_collect only walks and trims the calling thread's heap; it takes no pointers.
     unsafe { libmimalloc_sys::mi_collect(true) }

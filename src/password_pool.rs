@@ -6,12 +6,12 @@
 //! work has a fixed number of threads of its own; what does not fit in the queue is refused at
 //! once instead of piling up.
 
-use std::panic::AssertUnwindSafe;
-
 use crossbeam_channel::{Sender, TrySendError};
-use tokio::sync::oneshot;
 
-use crate::error::ApiError;
+use crate::worker::{self, WorkerError};
+
+/// The pool's name in errors.
+const POOL: &str = "password";
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -41,33 +41,20 @@ impl PasswordPool {
     }
 
     /// Queues `work` for a password thread at once (not when first polled), or refuses it with
-    /// `LoginsOverloaded` when the queue is full. A panic in `work` becomes an internal error.
+    /// [`WorkerError::Busy`] when the queue is full.
     pub fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> T + Send + 'static,
-    ) -> impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = tx.send(std::panic::catch_unwind(AssertUnwindSafe(work)));
-        });
-        let queued = match self.jobs.try_send(job) {
+    ) -> impl std::future::Future<Output = Result<T, WorkerError>> + Send + 'static {
+        let (job, rx) = worker::hand_off(work);
+        let queued = match self.jobs.try_send(Box::new(job)) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(ApiError::LoginsOverloaded),
-            Err(TrySendError::Disconnected(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-                "password threads are gone"
-            ))),
+            Err(TrySendError::Full(_)) => Err(WorkerError::Busy(POOL)),
+            Err(TrySendError::Disconnected(_)) => Err(WorkerError::Gone(POOL)),
         };
         async move {
             queued?;
-            match rx.await {
-                Ok(Ok(v)) => Ok(v),
-                Ok(Err(_)) => Err(ApiError::Internal(anyhow::anyhow!(
-                    "password check panicked"
-                ))),
-                Err(_) => Err(ApiError::Internal(anyhow::anyhow!(
-                    "password thread vanished"
-                ))),
-            }
+            worker::answer(rx, POOL).await
         }
     }
 }
@@ -86,7 +73,7 @@ mod tests {
             .unwrap();
         assert_eq!(name.as_deref(), Some("password-0"));
         let r = pool.run(|| -> u8 { panic!("bad hash") }).await;
-        assert!(matches!(r, Err(ApiError::Internal(_))));
+        assert!(matches!(r, Err(WorkerError::Panicked(_))));
         assert_eq!(pool.run(|| 7).await.unwrap(), 7, "pool survives a panic");
     }
 
@@ -102,10 +89,7 @@ mod tests {
         // The only thread is now taken; the next job fills the one queue slot.
         started.recv().unwrap();
         let queued = pool.run(|| 1);
-        assert!(matches!(
-            pool.run(|| 2).await,
-            Err(ApiError::LoginsOverloaded)
-        ));
+        assert!(matches!(pool.run(|| 2).await, Err(WorkerError::Busy(_))));
         release.send(()).unwrap();
         busy.await.unwrap();
         assert_eq!(queued.await.unwrap(), 1);

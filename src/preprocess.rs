@@ -14,7 +14,6 @@ use image::{
     ColorType, DynamicImage, GenericImageView, ImageBuffer, ImageDecoder, ImageFormat, ImageReader,
     Luma, Pixel,
 };
-use warp::http::StatusCode;
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::model::{MEAN, STD};
@@ -108,26 +107,6 @@ pub enum ImageError {
 }
 
 const MIB: u64 = 1024 * 1024;
-
-impl ImageError {
-    /// HTTP status and machine-readable code.
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ImageError::Empty => (StatusCode::UNPROCESSABLE_ENTITY, "empty_file"),
-            ImageError::UnsupportedFormat(_) => {
-                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_format")
-            }
-            ImageError::Corrupt { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_image"),
-            ImageError::ZeroSized => (StatusCode::UNPROCESSABLE_ENTITY, "zero_sized_image"),
-            ImageError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
-            ImageError::TooMuchMemory(_) => (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large"),
-            ImageError::OverMemoryLimit { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "image_too_large")
-            }
-            ImageError::Blank => (StatusCode::UNPROCESSABLE_ENTITY, "blank_image"),
-        }
-    }
-}
 
 /// Default of [`ImageLimits::max_memory`]: a 12 MP colour JPEG (a phone photo) costs about
 /// 113 MiB by [`decode_cost`], a 4096×4096 8-bit RGB PNG about 113 MiB as well.
@@ -709,7 +688,6 @@ mod tests {
                 if n == need && limit == DEFAULT_MAX_IMAGE_MEMORY),
             "{e:?}"
         );
-        assert_eq!(e.status_and_code().1, "image_too_large");
         let msg = e.to_string();
         assert!(msg.contains(&format!("needs {need} bytes")), "{msg}");
         assert!(

@@ -10,22 +10,23 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::auth::{self, Auth, Secret, Tokens, Users, UsersStore};
+use crate::auth::{Auth, Secret, Tokens, Users, UsersStore};
 use crate::config::ServeArgs;
 use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
 use crate::login_throttle::LoginThrottle;
 use crate::password_pool::PasswordPool;
-use crate::routes;
+use crate::routes::{self, Login, Predictor, Services};
+use crate::served::ModelInfo;
 use crate::server::ConnLimits;
-use crate::state::{AppState, Inner, ModelInfo, ModelRef};
-use crate::weights;
+use crate::upload::BodyLimits;
+use crate::{users, weights};
 
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
-    state: AppState,
+    services: Services,
     conn_limits: ConnLimits,
     shutdown_timeout: Duration,
 }
@@ -45,17 +46,10 @@ impl Application {
             args.decode_memory
         );
         let loaded = weights::load(&args.weights)?;
-        let info = ModelInfo {
-            status: "ready",
-            model: ModelRef {
-                version: loaded.metadata.architecture.clone(),
-                sha256: loaded.sha256.clone(),
-            },
-            metadata: loaded.metadata.clone(),
-        };
+        let info = ModelInfo::of(&loaded);
         tracing::info!(
             weights = %args.weights.display(),
-            architecture = %info.model.version,
+            architecture = %info.model.architecture,
             test_accuracy = info.metadata.test_accuracy,
             sha256 = %info.model.sha256,
             "model loaded"
@@ -68,34 +62,48 @@ impl Application {
             .with_context(|| format!("binding {}", args.bind))?;
         let addr = listener.local_addr()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let state = AppState::from(Inner {
+        let body_timeout = Duration::from_secs(args.body_timeout.max(1));
+        // One budget for the bodies of every route.
+        let body_memory = Arc::new(Semaphore::new(
+            usize::try_from(args.body_memory)
+                .unwrap_or(usize::MAX)
+                .min(Semaphore::MAX_PERMITS),
+        ));
+        let predictor = Predictor {
             engine,
-            auth,
-            info,
-            image_limits: args.image_limits(),
-            max_body_bytes: args.max_body_bytes,
-            body_timeout: Duration::from_secs(args.body_timeout.max(1)),
-            body_memory: Arc::new(Semaphore::new(
-                usize::try_from(args.body_memory)
-                    .unwrap_or(usize::MAX)
-                    .min(Semaphore::MAX_PERMITS),
-            )),
+            model: info.model.clone(),
+            body: BodyLimits {
+                max_bytes: args.max_body_bytes,
+                timeout: body_timeout,
+                budget: Arc::clone(&body_memory),
+            },
             max_files: args.max_files.max(1),
+            images: args.image_limits(),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
-            passwords: PasswordPool::new(args.login_threads, args.login_queue)
-                .context("starting the password threads")?,
-            login_throttle: LoginThrottle::new(args.login_throttle()),
             decode_memory: Arc::new(MemoryBudget::new(
                 args.decode_memory,
                 Duration::from_millis(args.decode_wait_ms),
             )),
+        };
+        let login = Login::new(
+            PasswordPool::new(args.login_threads, args.login_queue)
+                .context("starting the password threads")?,
+            LoginThrottle::new(args.login_throttle()),
+            body_timeout,
+            body_memory,
+        );
+        let services = Services {
+            auth,
+            login,
+            predictor,
+            model_info: info,
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
-        });
+        };
         Ok(Self {
             listener,
             addr,
-            state,
+            services,
             conn_limits: args.conn_limits(),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         })
@@ -115,7 +123,7 @@ impl Application {
         };
         crate::server::serve(
             self.listener,
-            routes::api(self.state),
+            routes::api(self.services),
             self.conn_limits,
             shutdown,
             self.shutdown_timeout,
@@ -156,13 +164,13 @@ fn load_auth(args: &ServeArgs, secret: Option<Secret>) -> anyhow::Result<Auth> {
 /// No users yet: create `admin` with a random password, shown once. Under the users file's
 /// lock, so a `user add` running meanwhile is neither lost nor overwritten.
 fn first_user(path: &Path) -> anyhow::Result<Users> {
-    let password = auth::random_password();
+    let password = users::random_password();
     let (users, created) = crate::user_admin::update(path, |users| {
         let created = users.is_empty();
         if created {
             users
                 .set_password("admin", &password)
-                .map_err(anyhow::Error::msg)?;
+                .with_context(|| path.display().to_string())?;
         }
         Ok((users.clone(), created))
     })?;

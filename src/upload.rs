@@ -12,7 +12,37 @@ use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt, TryStreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::error::ApiError;
+/// Why a request body was not read. Messages say what to send instead where that helps.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Declared or streamed beyond the size limit.
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    /// `Content-Length` is not a number.
+    #[error("invalid Content-Length")]
+    BadLength,
+    /// The whole body did not arrive within the timeout (seconds).
+    #[error("request body not received within {0} s: send the whole body promptly")]
+    Timeout(u64),
+    /// The shared body budget is taken; retrying later can succeed.
+    #[error("server busy: the memory for request bodies is in use, retry shortly")]
+    OverBudget,
+    /// The connection failed mid-body (reset, bad chunked encoding).
+    #[error("reading the body failed: {0}")]
+    Read(String),
+    /// Not `multipart/form-data`; says what came instead.
+    #[error("expected a multipart/form-data body with the image in field `file`, got {0}")]
+    NotMultipart(String),
+    /// The multipart body could not be parsed.
+    #[error("malformed multipart body: {0}")]
+    BadMultipart(String),
+    /// No part named `file`.
+    #[error("no `file` field in the form: send the image as multipart field `file`")]
+    NoFile,
+    /// More `file` parts than allowed.
+    #[error("too many files: at most {0} images per request")]
+    TooManyFiles(usize),
+}
 
 /// Bounds on one request body.
 #[derive(Clone, Debug)]
@@ -87,10 +117,10 @@ where
     })
 }
 
-fn read_error(e: ReadError) -> ApiError {
+fn read_error(e: ReadError) -> UploadError {
     match e {
-        ReadError::OverBudget => ApiError::Overloaded,
-        ReadError::Stream(e) => ApiError::BadHeader(format!("reading the body failed: {e}")),
+        ReadError::OverBudget => UploadError::OverBudget,
+        ReadError::Stream(e) => UploadError::Read(e.to_string()),
     }
 }
 
@@ -99,12 +129,12 @@ fn take(charge: &Arc<Mutex<Charge>>) -> Charge {
 }
 
 /// Refuses a declared `Content-Length` over the limit before a byte is read.
-fn check_declared(content_length: Option<&str>, max: u64) -> Result<(), ApiError> {
+fn check_declared(content_length: Option<&str>, max: u64) -> Result<(), UploadError> {
     match content_length.map(|v| v.trim().parse::<u64>()) {
         None => Ok(()),
-        Some(Ok(n)) if n > max => Err(ApiError::BodyTooLarge(max)),
+        Some(Ok(n)) if n > max => Err(UploadError::TooLarge(max)),
         Some(Ok(_)) => Ok(()),
-        Some(Err(_)) => Err(ApiError::BadHeader("invalid Content-Length".into())),
+        Some(Err(_)) => Err(UploadError::BadLength),
     }
 }
 
@@ -114,7 +144,7 @@ pub async fn read_limited<B, E>(
     content_length: Option<&str>,
     body: impl Stream<Item = Result<B, E>> + Send + 'static,
     limits: &BodyLimits,
-) -> Result<(Vec<u8>, Charge), ApiError>
+) -> Result<(Vec<u8>, Charge), UploadError>
 where
     B: Buf,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -128,7 +158,7 @@ where
         futures_util::pin_mut!(stream);
         while let Some(chunk) = stream.try_next().await.map_err(read_error)? {
             if out.len() as u64 + chunk.len() as u64 > max {
-                return Err(ApiError::BodyTooLarge(max));
+                return Err(UploadError::TooLarge(max));
             }
             out.extend_from_slice(&chunk);
         }
@@ -136,7 +166,7 @@ where
     };
     let out = tokio::time::timeout(limits.timeout, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout(limits.timeout.as_secs()))??;
+        .map_err(|_| UploadError::Timeout(limits.timeout.as_secs()))??;
     Ok((out, take(&charge)))
 }
 
@@ -152,7 +182,7 @@ pub async fn read_files<B, E>(
     body: impl Stream<Item = Result<B, E>> + Send + 'static,
     limits: &BodyLimits,
     max_files: usize,
-) -> Result<(Vec<FilePart>, Charge), ApiError>
+) -> Result<(Vec<FilePart>, Charge), UploadError>
 where
     B: Buf,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -170,10 +200,10 @@ where
         } else {
             format!("Content-Type `{}`", crate::clip::clip(content_type))
         };
-        return Err(ApiError::NotMultipart(got));
+        return Err(UploadError::NotMultipart(got));
     }
-    let boundary =
-        multer::parse_boundary(content_type).map_err(|e| ApiError::BadMultipart(e.to_string()))?;
+    let boundary = multer::parse_boundary(content_type)
+        .map_err(|e| UploadError::BadMultipart(e.to_string()))?;
     let max = limits.max_bytes;
     check_declared(content_length, max)?;
     let charge = Arc::new(Mutex::new(Charge::default()));
@@ -188,7 +218,7 @@ where
                 continue;
             }
             if files.len() == max_files {
-                return Err(ApiError::TooManyFiles(max_files));
+                return Err(UploadError::TooManyFiles(max_files));
             }
             let name = field
                 .file_name()
@@ -197,26 +227,26 @@ where
             files.push((name, bytes));
         }
         if files.is_empty() {
-            return Err(ApiError::NoFile);
+            return Err(UploadError::NoFile);
         }
         Ok(files)
     };
     let files = tokio::time::timeout(limits.timeout, read)
         .await
-        .map_err(|_| ApiError::BodyTimeout(limits.timeout.as_secs()))??;
+        .map_err(|_| UploadError::Timeout(limits.timeout.as_secs()))??;
     Ok((files, take(&charge)))
 }
 
-fn multer_error(max: u64) -> impl Fn(multer::Error) -> ApiError {
+fn multer_error(max: u64) -> impl Fn(multer::Error) -> UploadError {
     move |e| match e {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
-            ApiError::BodyTooLarge(max)
+            UploadError::TooLarge(max)
         }
         multer::Error::StreamReadFailed(inner) => match inner.downcast::<ReadError>() {
             Ok(read) => read_error(*read),
-            Err(other) => ApiError::BadHeader(format!("reading the body failed: {other}")),
+            Err(other) => UploadError::Read(other.to_string()),
         },
-        other => ApiError::BadMultipart(other.to_string()),
+        other => UploadError::BadMultipart(other.to_string()),
     }
 }
 
@@ -263,7 +293,7 @@ mod tests {
             ..BodyLimits::standalone(1024, Duration::from_secs(5))
         };
         let r = read_limited(None, body(&[b"0123456789abc"]), &limits).await;
-        assert!(matches!(r, Err(ApiError::Overloaded)), "{r:?}");
+        assert!(matches!(r, Err(UploadError::OverBudget)), "{r:?}");
         assert_eq!(
             limits.budget.available_permits(),
             10,
@@ -276,17 +306,17 @@ mod tests {
         let limits = BodyLimits::standalone(1024, Duration::from_millis(50));
         let stalled = futures_util::stream::pending::<Result<Bytes, std::io::Error>>();
         let r = read_limited(None, stalled, &limits).await;
-        assert!(matches!(r, Err(ApiError::BodyTimeout(_))), "{r:?}");
+        assert!(matches!(r, Err(UploadError::Timeout(_))), "{r:?}");
     }
 
     #[tokio::test]
     async fn declared_and_streamed_sizes_are_both_enforced() {
         let limits = BodyLimits::standalone(4, Duration::from_secs(5));
         let r = read_limited(Some("5"), body(&[b"x"]), &limits).await;
-        assert!(matches!(r, Err(ApiError::BodyTooLarge(4))), "{r:?}");
+        assert!(matches!(r, Err(UploadError::TooLarge(4))), "{r:?}");
         let r = read_limited(None, body(&[b"xyz", b"zy"]), &limits).await;
-        assert!(matches!(r, Err(ApiError::BodyTooLarge(4))), "{r:?}");
+        assert!(matches!(r, Err(UploadError::TooLarge(4))), "{r:?}");
         let r = read_limited(Some("nan"), body(&[b"x"]), &limits).await;
-        assert!(matches!(r, Err(ApiError::BadHeader(_))), "{r:?}");
+        assert!(matches!(r, Err(UploadError::BadLength)), "{r:?}");
     }
 }

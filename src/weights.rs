@@ -75,15 +75,11 @@ impl Metadata {
             .collect()
     }
 
-    fn from_map(map: &HashMap<String, String>) -> Result<Self, String> {
-        let get = |key: &str| {
-            map.get(key)
-                .cloned()
-                .ok_or_else(|| format!("metadata key `{key}` is missing"))
-        };
-        fn parse<T: std::str::FromStr>(key: &str, v: String) -> Result<T, String> {
+    fn from_map(map: &HashMap<String, String>) -> Result<Self, MetadataError> {
+        let get = |key: &'static str| map.get(key).cloned().ok_or(MetadataError::Missing(key));
+        fn parse<T: std::str::FromStr>(key: &'static str, v: String) -> Result<T, MetadataError> {
             v.parse()
-                .map_err(|_| format!("metadata key `{key}` has an invalid value `{v}`"))
+                .map_err(|_| MetadataError::Invalid { key, value: v })
         }
         Ok(Metadata {
             format_version: get("format_version")?,
@@ -100,6 +96,17 @@ impl Metadata {
             train_data_sha256: get("train_data_sha256")?,
         })
     }
+}
+
+/// What is wrong with a file's header metadata.
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    /// A key this build needs is absent.
+    #[error("metadata key `{0}` is missing")]
+    Missing(&'static str),
+    /// A key's value does not parse as its type.
+    #[error("metadata key `{key}` has an invalid value `{value}`")]
+    Invalid { key: &'static str, value: String },
 }
 
 /// Why a weights file could not be loaded or written. Every variant names the file.
@@ -168,8 +175,10 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
             path: p(),
             problem: "no metadata header (was it written by `train`?)".into(),
         })?;
-    let metadata = Metadata::from_map(&map)
-        .map_err(|problem| WeightsError::Metadata { path: p(), problem })?;
+    let metadata = Metadata::from_map(&map).map_err(|e| WeightsError::Metadata {
+        path: p(),
+        problem: e.to_string(),
+    })?;
     if metadata.format_version != FORMAT_VERSION || metadata.architecture != model::ARCHITECTURE {
         return Err(WeightsError::Metadata {
             path: p(),
@@ -267,22 +276,36 @@ pub fn to_bytes(
             problem: e.to_string(),
         }
     })?;
-    canonical_header(bytes).map_err(|problem| WeightsError::Format {
+    canonical_header(bytes).map_err(|e| WeightsError::Format {
         path: path.to_path_buf(),
-        problem,
+        problem: e.to_string(),
     })
+}
+
+/// Why safetensors' own output could not be put in canonical order: a bug, never the input.
+#[derive(Debug, thiserror::Error)]
+enum CanonicalError {
+    #[error("serialised buffer shorter than its header length")]
+    Short,
+    #[error("header is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("canonical header longer than the original")]
+    Longer,
 }
 
 /// safetensors keeps metadata in a `HashMap`, so its JSON key order changes from run to run;
 /// re-serialising the header through serde_json's sorted map fixes the order and the length.
-fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, String> {
-    let n = u64::from_le_bytes(bytes[..8].try_into().map_err(|_| "short buffer")?) as usize;
+fn canonical_header(mut bytes: Vec<u8>) -> Result<Vec<u8>, CanonicalError> {
+    let n = bytes
+        .first_chunk::<8>()
+        .map(|len| u64::from_le_bytes(*len) as usize)
+        .filter(|n| bytes.len() >= 8 + n)
+        .ok_or(CanonicalError::Short)?;
     let header = &bytes[8..8 + n];
-    let value: BTreeMap<String, serde_json::Value> =
-        serde_json::from_slice(header).map_err(|e| e.to_string())?;
-    let mut sorted = serde_json::to_vec(&value).map_err(|e| e.to_string())?;
+    let value: BTreeMap<String, serde_json::Value> = serde_json::from_slice(header)?;
+    let mut sorted = serde_json::to_vec(&value)?;
     if sorted.len() > n {
-        return Err("canonical header longer than the original".into());
+        return Err(CanonicalError::Longer);
     }
     sorted.resize(n, b' ');
     bytes[8..8 + n].copy_from_slice(&sorted);

@@ -127,10 +127,7 @@ fn fetch_one(
     // The checksum is of the decompressed content: gzip wrappers differ between mirrors.
     let compressed = fs::read(tmp.path()).map_err(io)?;
     let mut hasher = Sha256::new();
-    let decompressed = io::copy(
-        &mut GzDecoder::new(&compressed[..]),
-        &mut HashWriter(&mut hasher),
-    );
+    let decompressed = io::copy(&mut GzDecoder::new(&compressed[..]), &mut hasher);
     let actual = match decompressed {
         Ok(_) => hex::encode(hasher.finalize()),
         Err(e) => format!("<not a valid gzip stream: {e}>"),
@@ -148,16 +145,4 @@ fn fetch_one(
         eprintln!("{}: downloaded, checksum ok", target.display());
     }
     Ok(())
-}
-
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

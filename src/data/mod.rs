@@ -252,8 +252,9 @@ fn parse_idx<'a>(
     Ok((dims, payload))
 }
 
-/// Builds an IDX file in memory; the inverse of the reader, used by tests and tools.
-pub fn encode_idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+/// Builds an IDX file in memory; the inverse of the reader.
+#[cfg(test)]
+fn encode_idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + 4 * dims.len() + data.len());
     out.extend_from_slice(&magic.to_be_bytes());
     for d in dims {
@@ -261,16 +262,6 @@ pub fn encode_idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(data);
     out
-}
-
-/// The IDX magic number of an images file (unsigned bytes, rank 3).
-pub const fn images_magic() -> u32 {
-    IMAGES_MAGIC
-}
-
-/// The IDX magic number of a labels file (unsigned bytes, rank 1).
-pub const fn labels_magic() -> u32 {
-    LABELS_MAGIC
 }
 
 #[cfg(test)]

@@ -54,23 +54,25 @@ impl Asset {
     }
 }
 
-/// `GET /<dir>/<name>` serving `body`.
+/// `GET /<dir>/<name>` serving `body`, as the route `template` (`/<dir>/<name>`).
 pub(super) fn file(
-    dir: &'static str,
-    name: &'static str,
+    template: &'static str,
+    (dir, name): (&'static str, &'static str),
     body: &'static str,
     content_type: &'static str,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    warp::path(dir)
-        .and(warp::path(name))
-        .and(warp::path::end())
-        .and(serve(Asset::new(body, content_type)))
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
+    super::route(
+        template,
+        "GET",
+        warp::path(dir).and(warp::path(name)).and(warp::path::end()),
+        serve(Asset::new(body, content_type)),
+    )
 }
 
 /// Answers a GET with `asset` (or a 304); put a path filter in front.
 pub(super) fn serve(
     asset: Asset,
-) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     let asset = Arc::new(asset);
     warp::get()
         .and(if_none_match())

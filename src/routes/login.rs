@@ -2,15 +2,50 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 use warp::http::header;
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::with_state;
-use crate::error::{ApiError, ErrorBody, JSON_BODY_LIMIT};
-use crate::state::AppState;
-use crate::upload::read_limited;
+use crate::auth::Auth;
+use crate::error::{ApiError, ErrorBody};
+use crate::login_throttle::LoginThrottle;
+use crate::password_pool::PasswordPool;
+use crate::upload::{read_limited, BodyLimits};
+
+/// Largest credentials body accepted.
+const JSON_BODY_LIMIT: u64 = 16 * 1024;
+
+/// What `/login` uses besides the users: the password threads, the throttle, body limits.
+pub struct Login {
+    passwords: PasswordPool,
+    throttle: LoginThrottle,
+    body: BodyLimits,
+}
+
+impl Login {
+    /// Bodies of at most 16 KiB, within `body_timeout`, charged to the shared `body_memory`.
+    pub fn new(
+        passwords: PasswordPool,
+        throttle: LoginThrottle,
+        body_timeout: Duration,
+        body_memory: Arc<Semaphore>,
+    ) -> Self {
+        let body = BodyLimits {
+            max_bytes: JSON_BODY_LIMIT,
+            timeout: body_timeout,
+            budget: body_memory,
+        };
+        Self {
+            passwords,
+            throttle,
+            body,
+        }
+    }
+}
 
 /// The request body. Fields are loose (`Value`) so a number or null reads as "missing", like
 /// the original app's `if not username or not password`.
@@ -48,30 +83,37 @@ pub(crate) struct Token {
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = Token),
-        (status = 400, description = "`credentials_required` (\"Username and password required\"), `invalid_json`", body = ErrorBody),
+        (status = 400, description = "`credentials_required` (\"Username and password required\"), `invalid_json`, `bad_header`, `bad_body` (the connection failed mid-body)", body = ErrorBody),
         (status = 401, description = "`bad_credentials`: the same for unknown users and wrong passwords", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive in time; the connection is closed", body = ErrorBody),
         (status = 413, description = "`body_too_large`", body = ErrorBody),
         (status = 429, description = "`too_many_attempts`: too many logins for this username or from this address; retry after the `Retry-After` seconds. Answered after a deliberate delay, without checking the password", body = ErrorBody,
             headers(("retry-after" = u64, description = "Seconds until the next attempt is allowed"))),
-        (status = 503, description = "`overloaded`: too many logins waiting for a password check; retry after the `Retry-After` seconds", body = ErrorBody),
+        (status = 503, description = "`overloaded`: too many logins waiting for a password check, or no memory free for request bodies; retry after the `Retry-After` seconds", body = ErrorBody),
     ))]
-pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("login")
-        .and(warp::post())
+pub fn route(
+    login: Login,
+    auth: Arc<Auth>,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let login = Arc::new(login);
+    let handler = warp::post()
         .and(crate::server::client_addr())
         .and(warp::header::optional::<String>("content-length"))
         .and(warp::body::stream())
-        .and(with_state(state))
         .and_then(
-            |peer: Option<SocketAddr>, declared: Option<String>, body, state: AppState| async move {
-                let result = async {
-                    let limits = state.body_limits(JSON_BODY_LIMIT);
-                    let (body, _charge) = read_limited(declared.as_deref(), body, &limits).await?;
-                    login(&body, peer.map(|p| p.ip()), state).await
-                };
-                result.await.map_err(Rejection::from)
+            move |peer: Option<SocketAddr>, declared: Option<String>, body| {
+                let (login, auth) = (Arc::clone(&login), Arc::clone(&auth));
+                async move {
+                    let result = async {
+                        let (body, _charge) =
+                            read_limited(declared.as_deref(), body, &login.body).await?;
+                        log_in(&body, peer.map(|p| p.ip()), &login, &auth).await
+                    };
+                    result.await.map_err(Rejection::from)
+                }
             },
-        )
+        );
+    super::route("/login", "POST", warp::path!("login"), handler)
 }
 
 fn non_empty(v: Option<serde_json::Value>) -> Option<String> {
@@ -81,7 +123,12 @@ fn non_empty(v: Option<serde_json::Value>) -> Option<String> {
     }
 }
 
-async fn login(body: &[u8], peer: Option<IpAddr>, state: AppState) -> Result<impl Reply, ApiError> {
+async fn log_in(
+    body: &[u8],
+    peer: Option<IpAddr>,
+    login: &Login,
+    auth: &Auth,
+) -> Result<Response, ApiError> {
     let span = tracing::info_span!("login", enduser.id = tracing::field::Empty);
     let creds: Credentials = match serde_json::from_slice::<serde_json::Value>(body) {
         Err(e) => return Err(ApiError::InvalidJson(e.to_string())),
@@ -94,7 +141,7 @@ async fn login(body: &[u8], peer: Option<IpAddr>, state: AppState) -> Result<imp
     else {
         return Err(ApiError::CredentialsRequired);
     };
-    let throttle = state.login_throttle();
+    let throttle = &login.throttle;
     if let Err(throttled) = throttle.check(&username, peer) {
         // Held back so that a client ignoring Retry-After gets one answer per connection per
         // delay, not thousands of cheap 429s a second; an async sleep costs no thread.
@@ -103,13 +150,12 @@ async fn login(body: &[u8], peer: Option<IpAddr>, state: AppState) -> Result<imp
             retry_after: throttled.retry_after,
         });
     }
-    let auth = state.auth();
     let users = auth.users.get();
     let (user, checked) = (username.clone(), Arc::clone(&users));
     // Unknown users cost the same argon2 work (see `Users::verify`), on the password threads,
     // never on the threads that serve predictions.
-    let ok = state
-        .passwords()
+    let ok = login
+        .passwords
         .run(move || checked.verify(&user, &password))
         .await?;
     if !ok {
@@ -132,5 +178,6 @@ async fn login(body: &[u8], peer: Option<IpAddr>, state: AppState) -> Result<imp
         warp::reply::with_header(reply, header::CACHE_CONTROL, "no-store"),
         header::PRAGMA,
         "no-cache",
-    ))
+    )
+    .into_response())
 }

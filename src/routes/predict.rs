@@ -13,13 +13,36 @@ use tracing::field::Empty;
 use tracing::Span;
 use warp::{Filter, Rejection, Reply};
 
-use super::with_state;
-use crate::decode_pool::MemoryShare;
+use tokio::sync::Semaphore;
+use warp::reply::Response;
+
+use crate::decode_pool::{DecodePool, MemoryBudget, MemoryShare};
 use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
-use crate::preprocess::{self, Prepared};
-use crate::state::{AppState, ModelRef};
-use crate::upload;
+use crate::preprocess::{self, ImageLimits, Prepared};
+use crate::served::ModelRef;
+use crate::upload::{self, BodyLimits};
+
+/// Everything `/predict` uses: the model, the limits on what a request may send, and the
+/// pools that share the machine between requests.
+pub struct Predictor {
+    /// The model workers.
+    pub engine: Engine,
+    /// What answers name as their model.
+    pub model: ModelRef,
+    /// Bounds on each request body.
+    pub body: BodyLimits,
+    /// Most `file` parts per request.
+    pub max_files: usize,
+    /// Bounds on each image.
+    pub images: ImageLimits,
+    /// Permits for requests past their body; none free means 503.
+    pub in_flight: Arc<Semaphore>,
+    /// The image decoding threads.
+    pub decoders: DecodePool,
+    /// Memory shared by the images being decoded.
+    pub decode_memory: Arc<MemoryBudget>,
+}
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
 /// unless the server runs with `--no-auth`.
@@ -33,40 +56,43 @@ use crate::upload;
     responses(
         (status = 200, description = "One image: `Single`; several `file` parts: `Many`", body = Single,
             headers(("x-trace-id" = String, description = "Trace id to search in Jaeger"))),
-        (status = 400, description = "`missing_file`, `bad_multipart`, `bad_header`", body = ErrorBody),
-        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`", body = ErrorBody),
+        (status = 400, description = "`missing_file`, `bad_multipart`, `bad_header`, `bad_body` (the connection failed mid-body)", body = ErrorBody),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked` (its user was removed or changed password)", body = ErrorBody),
+        (status = 408, description = "`body_timeout`: the body did not arrive in time; the connection is closed", body = ErrorBody),
         (status = 413, description = "`body_too_large`, `too_many_files`, `image_too_large`", body = ErrorBody),
         (status = 415, description = "`not_multipart`, `unsupported_format`", body = ErrorBody),
         (status = 422, description = "`empty_file`, `invalid_image`, `zero_sized_image`, `blank_image`", body = ErrorBody),
         (status = 503, description = "`overloaded`: retry after the `Retry-After` seconds", body = ErrorBody),
     )
 )]
-pub fn route(state: AppState) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("predict")
-        .and(warp::post())
-        .and(warp::header::optional::<String>("authorization"))
+pub fn route(
+    predictor: Predictor,
+    bearer: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
+    let predictor = Arc::new(predictor);
+    let handler = warp::post()
+        .and(bearer)
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("content-length"))
         .and(warp::body::stream())
-        .and(with_state(state))
         .and_then(
-            |authorization: Option<String>,
-             content_type: Option<String>,
-             content_length: Option<String>,
-             body,
-             state: AppState| async move {
-                let request = Request {
-                    authorization,
-                    content_type,
-                    content_length,
-                };
-                predict(request, body, state).await.map_err(Rejection::from)
+            move |content_type: Option<String>, content_length: Option<String>, body| {
+                let predictor = Arc::clone(&predictor);
+                async move {
+                    let request = Request {
+                        content_type,
+                        content_length,
+                    };
+                    predict(request, body, &predictor)
+                        .await
+                        .map_err(Rejection::from)
+                }
             },
-        )
+        );
+    super::route("/predict", "POST", warp::path!("predict"), handler)
 }
 
 struct Request {
-    authorization: Option<String>,
     content_type: Option<String>,
     content_length: Option<String>,
 }
@@ -128,11 +154,8 @@ pub(crate) struct PredictForm {
 async fn predict(
     req: Request,
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + 'static,
-    state: AppState,
-) -> Result<warp::reply::Response, ApiError> {
-    if state.auth().required {
-        state.auth().authorize(req.authorization.as_deref())?;
-    }
+    predictor: &Predictor,
+) -> Result<Response, ApiError> {
     // The body is read before an in-flight permit is taken: a client that stalls its upload
     // holds a connection and at most its own bytes of the body budget, never a permit that
     // others need.
@@ -140,34 +163,32 @@ async fn predict(
         req.content_type.as_deref(),
         req.content_length.as_deref(),
         body,
-        &state.body_limits(state.max_body_bytes()),
-        state.max_files(),
+        &predictor.body,
+        predictor.max_files,
     )
     .await?;
-    let _permit = state
-        .in_flight()
+    let _permit = Arc::clone(&predictor.in_flight)
         .try_acquire_owned()
         .map_err(|_| ApiError::Overloaded)?;
 
-    let limits = state.image_limits();
+    let limits = predictor.images;
     let request_span = Span::current();
     // One image at a time, so a request holds at most one share of the decode memory budget
     // and never waits for a second while holding the first.
     let mut prepared: Vec<Prepared> = Vec::with_capacity(files.len());
     for (index, (name, bytes)) in files.into_iter().enumerate() {
-        prepared.push(decode(&state, &request_span, index, name, bytes, limits).await?);
+        prepared.push(decode(predictor, &request_span, index, name, bytes, limits).await?);
     }
 
-    let model = state.model_ref();
+    let model = &predictor.model;
     let predictions = futures_util::future::try_join_all(
         prepared
             .into_iter()
             .enumerate()
-            .map(|(index, p)| classify(state.engine(), model, index, p.input)),
+            .map(|(index, p)| classify(&predictor.engine, model, index, p.input)),
     )
     .await?;
 
-    let model = state.model_ref();
     let reply = if let [only] = predictions.as_slice() {
         warp::reply::json(&Single {
             answer: only.into(),
@@ -185,12 +206,12 @@ async fn predict(
 /// Decodes and normalises one image inside its own `decode` span, once its estimated cost
 /// (from the header) is taken from the server's decode memory budget.
 async fn decode(
-    state: &AppState,
+    predictor: &Predictor,
     parent: &Span,
     index: usize,
     name: Option<String>,
     bytes: Bytes,
-    limits: preprocess::ImageLimits,
+    limits: ImageLimits,
 ) -> Result<Prepared, ApiError> {
     let span = tracing::info_span!(
         parent: parent,
@@ -205,14 +226,14 @@ async fn decode(
     );
     // Not entered: nothing inside logs except the error event, which names its parent, and
     // every enter and exit is a trip through the subscriber.
-    let budget = state.decode_memory();
+    let budget = Arc::clone(&predictor.decode_memory);
     // The common case takes one trip to the decoder threads: read the header, take the share
     // if it is free, decode. Only when the budget is short does the image wait, off the
     // decoder threads, and come back.
     let first = {
         let (bytes, budget) = (bytes.clone(), Arc::clone(&budget));
-        state
-            .decoders()
+        predictor
+            .decoders
             .run(move || {
                 let header = preprocess::inspect(&bytes, limits)?;
                 Ok(match budget.try_take(header.need) {
@@ -228,8 +249,8 @@ async fn decode(
         Ok(Decoded::Done(header, result)) => result.map(|p| (header, p)),
         Ok(Decoded::Waiting(header)) => {
             let share = budget.take(header.need).await?;
-            state
-                .decoders()
+            predictor
+                .decoders
                 .run(move || decode_within(&bytes, &header, limits, share))
                 .await?
                 .map(|p| (header, p))
@@ -291,7 +312,7 @@ async fn classify(
         image.index = index as i64,
         prediction = Empty,
         probability = Empty,
-        model.version = model.version.as_str(),
+        model.version = model.architecture.as_str(),
         model.sha256 = model.sha256.as_str(),
         inference.time_ms = Empty,
         inference.batch_size = Empty,
@@ -309,5 +330,5 @@ async fn classify(
         }
         Err(e) => tracing::info!(parent: &span, error = %e),
     }
-    result
+    Ok(result?)
 }

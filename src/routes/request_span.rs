@@ -10,32 +10,12 @@ use opentelemetry::trace::TraceContextExt;
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use warp::http::{HeaderMap, HeaderValue};
+use warp::http::{HeaderMap, HeaderValue, Method};
 use warp::reply::Response;
 use warp::trace::Info;
 use warp::Filter;
 
 use crate::clip::clip;
-
-/// The routes this server knows; anything else is reported without a route, so unknown
-/// paths cannot blow up the number of distinct span names or metric series.
-pub(crate) const ROUTES: [&str; 10] = [
-    "/health",
-    "/model",
-    "/login",
-    "/predict",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/",
-    "/assets/app.js",
-    "/assets/style.css",
-];
-
-/// The known route `path` is, if any.
-pub(crate) fn route_of(path: &str) -> Option<&'static str> {
-    ROUTES.iter().find(|r| **r == path).copied()
-}
 
 struct Headers<'a>(&'a HeaderMap);
 
@@ -56,11 +36,6 @@ impl Extractor for Headers<'_> {
 pub fn start(info: Info<'_>) -> Span {
     let method = clip(info.method().as_str());
     let path = clip(info.path());
-    let route = route_of(info.path());
-    let name = match route {
-        Some(r) => format!("{method} {r}"),
-        None => method.to_string(),
-    };
     let host = clip(info.host().unwrap_or(""));
     let (server_address, server_port) = match host.rsplit_once(':') {
         // i64 because tracing-opentelemetry turns unsigned fields into strings.
@@ -69,11 +44,13 @@ pub fn start(info: Info<'_>) -> Span {
     };
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = name.as_str(),
+        // Named by the route that matches (see `at`), or by the method alone in `finish`, so
+        // unknown paths cannot blow up the number of distinct span names.
+        otel.name = Empty,
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
-        http.route = route,
+        http.route = Empty,
         url.path = path,
         http.response.status_code = Empty,
         server.address = server_address,
@@ -95,6 +72,21 @@ pub fn start(info: Info<'_>) -> Span {
     span
 }
 
+/// Records the route a request matched on its span: `http.route` and the span name, as the
+/// HTTP semantic conventions have them (`{method} {route}`).
+pub fn at(template: &'static str) -> impl Filter<Extract = (), Error = Infallible> + Clone {
+    warp::method()
+        .map(move |method: Method| {
+            let span = Span::current();
+            span.record("http.route", template);
+            span.record(
+                "otel.name",
+                format!("{} {template}", clip(method.as_str())).as_str(),
+            );
+        })
+        .untuple_one()
+}
+
 /// Records the peer address on the request span (warp's trace `Info` does not carry it).
 pub fn record_client() -> impl Filter<Extract = (), Error = Infallible> + Clone {
     crate::server::client_addr()
@@ -106,9 +98,13 @@ pub fn record_client() -> impl Filter<Extract = (), Error = Infallible> + Clone 
         .untuple_one()
 }
 
-/// Records the status on the current request span and returns its trace id to the caller.
-pub fn finish(mut res: Response) -> Response {
+/// Records the status on the current request span (and its name, when no route matched) and
+/// returns its trace id to the caller.
+pub fn finish(mut res: Response, method: &Method, routed: bool) -> Response {
     let span = Span::current();
+    if !routed {
+        span.record("otel.name", clip(method.as_str()));
+    }
     let status = res.status();
     span.record("http.response.status_code", status.as_u16() as i64);
     if status.is_server_error() {

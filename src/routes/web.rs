@@ -4,10 +4,9 @@
 
 use warp::http::header::{HeaderValue, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
 use warp::reply::Response;
-use warp::{Filter, Reply};
+use warp::Filter;
 
 use super::assets::{self, Asset};
-use crate::state::AppState;
 
 const INDEX: &str = include_str!("../../assets/web/index.html");
 const APP_JS: &str = include_str!("../../assets/web/app.js");
@@ -24,34 +23,33 @@ const CSP: &str =
 
 /// `GET /` (the page), `GET /assets/app.js` and `GET /assets/style.css`.
 pub fn route(
-    state: AppState,
-) -> impl Filter<Extract = (impl Reply,), Error = warp::Rejection> + Clone {
+    jaeger_ui_url: &str,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone + Send + Sync + 'static {
     let index = Asset::new(
-        render_index(INDEX, state.jaeger_ui_url()),
+        render_index(INDEX, jaeger_ui_url),
         "text/html; charset=utf-8",
     );
-    let page = warp::path::end()
-        .and(assets::serve(index))
-        .map(|mut res: Response| {
-            let headers = res.headers_mut();
-            headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-            headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-            res
-        });
-    page.or(assets::file(
-        "assets",
-        "app.js",
-        APP_JS,
-        "text/javascript; charset=utf-8",
-    ))
-    .unify()
-    .or(assets::file(
-        "assets",
-        "style.css",
-        STYLE_CSS,
-        "text/css; charset=utf-8",
-    ))
-    .unify()
+    let page = assets::serve(index).map(|mut res: Response| {
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+        headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        res
+    });
+    super::route("/", "GET", warp::path::end(), page)
+        .or(assets::file(
+            "/assets/app.js",
+            ("assets", "app.js"),
+            APP_JS,
+            "text/javascript; charset=utf-8",
+        ))
+        .unify()
+        .or(assets::file(
+            "/assets/style.css",
+            ("assets", "style.css"),
+            STYLE_CSS,
+            "text/css; charset=utf-8",
+        ))
+        .unify()
 }
 
 /// The page with the Jaeger UI base URL filled in (empty, so no links, unless it is http(s)).
