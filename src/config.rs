@@ -42,6 +42,10 @@ pub enum UserAction {
     Add {
         /// Username.
         name: String,
+        /// May reload the model (POST /v2/repository/models/mnist/load). Without the flag an
+        /// existing user's admin right is left as it is.
+        #[arg(long)]
+        admin: bool,
     },
     /// Change the password of an existing user.
     Passwd {
@@ -66,6 +70,21 @@ pub struct ServeArgs {
     /// Safetensors weights written by `train`.
     #[arg(long, env = "MNIST_API_WEIGHTS", default_value = crate::weights::DEFAULT_PATH)]
     pub weights: PathBuf,
+    /// A Triton-style model repository, `DIR/mnist/<version>/model.safetensors` (versions
+    /// 1, 2, …; the highest is served); replaces --weights, which is a repository of one
+    /// version, `1`.
+    #[arg(long, env = "MNIST_API_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// Versions kept loaded, the highest ones; a loaded older version stays reachable at
+    /// /v2/models/mnist/versions/{v}. Each costs about 1 MB.
+    #[arg(long, env = "MNIST_API_KEEP_VERSIONS", default_value_t = 2,
+          value_parser = clap::builder::ValueParser::new(
+              clap::builder::RangedU64ValueParser::<usize>::new().range(1..=16)))]
+    pub keep_versions: usize,
+    /// Seconds between looks at the weights for a new or changed version (0: reload only on
+    /// SIGHUP or POST /v2/repository/models/mnist/load).
+    #[arg(long, env = "MNIST_API_POLL_SECS", default_value_t = 0)]
+    pub poll_secs: u64,
     /// Users file (argon2id hashes). Created with one random-password user on first start.
     // Global so `user add NAME --users FILE` works as well as `--users FILE user add NAME`.
     #[arg(
@@ -187,6 +206,14 @@ pub struct ServeArgs {
 pub const DEFAULT_DECODE_MEMORY: u64 = 160 * 1024 * 1024;
 
 impl ServeArgs {
+    /// Where the model versions come from.
+    pub fn model_source(&self) -> crate::repository::Source {
+        match &self.model_repository {
+            Some(dir) => crate::repository::Source::Dir(dir.clone()),
+            None => crate::repository::Source::File(self.weights.clone()),
+        }
+    }
+
     /// Settings for the inference engine.
     pub fn engine(&self) -> EngineConfig {
         EngineConfig {

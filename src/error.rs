@@ -13,7 +13,9 @@ use warp::reply::{self, Reply, Response};
 use crate::auth::TokenError;
 use crate::decode_pool::BudgetError;
 use crate::inference::InferenceError;
+use crate::oip::ProtocolError;
 use crate::preprocess::ImageError;
+use crate::repository::RepositoryError;
 use crate::upload::UploadError;
 use crate::worker::WorkerError;
 
@@ -61,6 +63,18 @@ pub enum ApiError {
     /// No decoding memory came free in time.
     #[error(transparent)]
     DecodeBudget(#[from] BudgetError),
+    /// An inference request the protocol cannot serve as sent.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// A model version could not be found or (re)loaded.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// A model name other than the one served.
+    #[error("unknown model `{0}`: this server serves `mnist`")]
+    UnknownModel(String),
+    /// A valid token whose user may not do this.
+    #[error("forbidden: only admins (`mnist-api user add NAME --admin`) may do this")]
+    Forbidden,
     /// Every /predict permit is taken.
     #[error("server busy: too many predictions in flight, retry shortly")]
     Overloaded,
@@ -89,6 +103,25 @@ pub struct ErrorBody<'a> {
     /// For programs: stable across releases (see the API docs for the list).
     #[schema(value_type = String, example = "missing_file")]
     pub code: &'a str,
+}
+
+/// The error body of the inference protocol's routes (`/v2/...`): its clients read `error`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct V2ErrorBody<'a> {
+    /// For people: what went wrong.
+    pub error: String,
+    /// For programs: the same codes as [`ErrorBody`].
+    #[schema(value_type = String, example = "invalid_tensor")]
+    pub code: &'a str,
+}
+
+/// Which JSON shape an error takes: this API's own, or the inference protocol's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ErrorShape {
+    /// `{"msg", "code"}`.
+    Api,
+    /// `{"error", "code"}`.
+    V2,
 }
 
 impl ApiError {
@@ -142,6 +175,27 @@ impl ApiError {
             Worker(_) => INTERNAL,
             DecodeBudget(BudgetError::Busy(_)) => OVERLOADED,
             DecodeBudget(BudgetError::Closed) => INTERNAL,
+            Protocol(e) => match e {
+                ProtocolError::Json(_) | ProtocolError::HeaderLength { .. } => {
+                    (StatusCode::BAD_REQUEST, "invalid_request")
+                }
+                ProtocolError::TooManyImages { .. } => {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "too_many_images")
+                }
+                ProtocolError::UnknownInput(_) | ProtocolError::UnknownOutput(_) => {
+                    (StatusCode::BAD_REQUEST, "unknown_tensor")
+                }
+                _ => (StatusCode::BAD_REQUEST, "invalid_tensor"),
+            },
+            Repository(e) => match e {
+                RepositoryError::UnknownVersion(_) => (StatusCode::NOT_FOUND, "unknown_version"),
+                RepositoryError::Invalid { .. } | RepositoryError::Empty(_) => {
+                    (StatusCode::BAD_REQUEST, "load_failed")
+                }
+                RepositoryError::Io { .. } | RepositoryError::Interrupted => INTERNAL,
+            },
+            UnknownModel(_) => (StatusCode::NOT_FOUND, "unknown_model"),
+            Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Overloaded => OVERLOADED,
             BadHeader(_) => (StatusCode::BAD_REQUEST, "bad_header"),
             NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -169,13 +223,19 @@ impl ApiError {
     }
 
     /// The JSON response for this error, with the headers its status calls for.
-    pub fn to_response(&self) -> Response {
+    pub fn to_response(&self, shape: ErrorShape) -> Response {
         let (status, code) = self.status_and_code();
-        let body = ErrorBody {
-            msg: self.client_message(),
-            code,
+        let json = match shape {
+            ErrorShape::Api => reply::json(&ErrorBody {
+                msg: self.client_message(),
+                code,
+            }),
+            ErrorShape::V2 => reply::json(&V2ErrorBody {
+                error: self.client_message(),
+                code,
+            }),
         };
-        let mut res = reply::with_status(reply::json(&body), status).into_response();
+        let mut res = reply::with_status(json, status).into_response();
         let headers = res.headers_mut();
         match status {
             StatusCode::UNAUTHORIZED => {
@@ -229,6 +289,14 @@ fn from_warp(err: &Rejection) -> ApiError {
 /// default log filter leaves out), an overload is a warning, and only our own failure is an
 /// error. A flood of bad requests must not become a flood of log.
 pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
+    handle_rejection_as(err, ErrorShape::Api).await
+}
+
+/// [`handle_rejection`], answering in the given shape.
+pub async fn handle_rejection_as(
+    err: Rejection,
+    shape: ErrorShape,
+) -> Result<Response, Infallible> {
     let fallback;
     let api = match err.find::<ApiError>() {
         Some(api) => api,
@@ -262,7 +330,7 @@ pub async fn handle_rejection(err: Rejection) -> Result<Response, Infallible> {
     } else {
         exception!(tracing::Level::INFO);
     }
-    Ok(api.to_response())
+    Ok(api.to_response(shape))
 }
 
 /// Longest error message written to a log line or span event; client-supplied parts are

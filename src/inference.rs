@@ -108,6 +108,9 @@ impl Prediction {
 type Reply = Result<Prediction, InferenceError>;
 
 struct Job {
+    /// The weights the request started with: after a reload, requests already in flight
+    /// finish on the old network while new ones get the new one.
+    net: Arc<Net>,
     input: Vec<f32>,
     reply: oneshot::Sender<Reply>,
 }
@@ -116,7 +119,6 @@ struct Job {
 #[derive(Clone)]
 pub struct Engine {
     tx: Sender<Job>,
-    net: Arc<Net>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -128,36 +130,39 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Starts `config.workers` threads sharing `net` read-only.
-    pub fn start(net: Arc<Net>, config: EngineConfig) -> std::io::Result<Self> {
+    /// Starts `config.workers` threads; each job brings the network it runs on.
+    pub fn start(config: EngineConfig) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
         for i in 0..config.workers.max(1) {
             let rx = rx.clone();
-            let net = Arc::clone(&net);
             thread::Builder::new()
                 .name(format!("model-{i}"))
-                .spawn(move || worker(&net, &rx, config))?;
+                .spawn(move || worker(&rx, config))?;
         }
-        Ok(Self { tx, net })
+        Ok(Self { tx })
     }
 
-    /// The shared network (for callers that batch themselves, such as evaluation).
-    pub fn net(&self) -> &Net {
-        &self.net
-    }
-
-    /// Queues one normalised 28×28 input and waits for its prediction.
-    pub async fn predict(&self, input: Vec<f32>) -> Result<Prediction, InferenceError> {
-        let rx = self.enqueue(input)?;
+    /// Queues one normalised 28×28 input for `net` and waits for its prediction.
+    pub async fn predict(
+        &self,
+        net: &Arc<Net>,
+        input: Vec<f32>,
+    ) -> Result<Prediction, InferenceError> {
+        let rx = self.enqueue(net, input)?;
         rx.await.unwrap_or(Err(InferenceError::Stopped))
     }
 
-    fn enqueue(&self, input: Vec<f32>) -> Result<oneshot::Receiver<Reply>, InferenceError> {
+    fn enqueue(
+        &self,
+        net: &Arc<Net>,
+        input: Vec<f32>,
+    ) -> Result<oneshot::Receiver<Reply>, InferenceError> {
         if input.len() != IMAGE_PIXELS {
             return Err(InferenceError::InputSize(input.len()));
         }
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { input, reply }) {
+        let net = Arc::clone(net);
+        match self.tx.try_send(Job { net, input, reply }) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(InferenceError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(InferenceError::Stopped),
@@ -165,29 +170,40 @@ impl Engine {
     }
 }
 
-fn worker(net: &Net, rx: &Receiver<Job>, config: EngineConfig) {
+fn worker(rx: &Receiver<Job>, config: EngineConfig) {
     let max_batch = config.max_batch.max(1);
     let workers = config.workers.max(1);
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     let mut pixels: Vec<f32> = Vec::with_capacity(max_batch * IMAGE_PIXELS);
-    while let Ok(first) = rx.recv() {
+    // A job for other weights than the batch's (only around a reload) starts the next batch.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+        };
+        let net = Arc::clone(&first.net);
         jobs.push(first);
         let deadline = Instant::now() + config.max_wait;
         let limit = batch_limit(rx.len(), workers, max_batch, config.max_wait);
         while jobs.len() < limit {
             // Whatever is already queued joins for free; waiting for more is optional.
-            match rx.try_recv() {
-                Ok(job) => {
-                    jobs.push(job);
-                    continue;
-                }
+            let job = match rx.try_recv() {
+                Ok(job) => job,
                 Err(_) if config.max_wait.is_zero() => break,
-                Err(_) => {}
+                Err(_) => match rx.recv_deadline(deadline) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+                },
+            };
+            if !Arc::ptr_eq(&job.net, &net) {
+                held = Some(job);
+                break;
             }
-            match rx.recv_deadline(deadline) {
-                Ok(job) => jobs.push(job),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
+            jobs.push(job);
         }
         // Callers that gave up (client went away) need no forward pass.
         jobs.retain(|j| !j.reply.is_closed());
@@ -208,7 +224,7 @@ fn worker(net: &Net, rx: &Receiver<Job>, config: EngineConfig) {
         pixels.resize(padded * IMAGE_PIXELS, 0.0);
         let started = Instant::now();
         // A panic in the model must cost one batch, not the worker.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, &pixels, padded)))
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(&net, &pixels, padded)))
             .unwrap_or(Err(InferenceError::Panicked));
         let elapsed = started.elapsed();
         let n = jobs.len();
@@ -269,16 +285,55 @@ mod tests {
     use candle_core::DType;
     use candle_nn::{VarBuilder, VarMap};
 
-    fn engine(config: EngineConfig) -> Engine {
+    fn net(seed: u64) -> Arc<Net> {
         let varmap = VarMap::new();
         let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
-        crate::model::init_deterministic(&varmap, 5).unwrap();
-        Engine::start(Arc::new(net), config).unwrap()
+        crate::model::init_deterministic(&varmap, seed).unwrap();
+        Arc::new(net)
+    }
+
+    fn engine(config: EngineConfig) -> (Engine, Arc<Net>) {
+        (Engine::start(config).unwrap(), net(5))
+    }
+
+    #[tokio::test]
+    async fn each_job_runs_on_the_weights_it_brought() {
+        let e = Engine::start(EngineConfig {
+            workers: 1,
+            max_batch: 16,
+            max_wait: Duration::from_millis(20),
+            queue: 64,
+        })
+        .unwrap();
+        let (old, new) = (net(5), net(6));
+        let input: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 13) as f32 / 13.0).collect();
+        let want_old = forward(&old, &input, 1).unwrap()[0];
+        let want_new = forward(&new, &input, 1).unwrap()[0];
+        assert_ne!(want_old, want_new);
+        // Interleaved in one queue, as around a reload: batches never mix the two.
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let (e, n, x) = (
+                    e.clone(),
+                    if i % 2 == 0 { &old } else { &new },
+                    input.clone(),
+                );
+                let n = Arc::clone(n);
+                tokio::spawn(async move { e.predict(&n, x).await.unwrap() })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let want = if i % 2 == 0 { want_old } else { want_new };
+            let got = h.await.unwrap().probabilities;
+            for (a, b) in got.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5, "job {i}");
+            }
+        }
     }
 
     #[tokio::test]
     async fn concurrent_requests_each_get_their_own_answer() {
-        let e = engine(EngineConfig {
+        let (e, net) = engine(EngineConfig {
             workers: 2,
             max_batch: 8,
             max_wait: Duration::from_millis(2),
@@ -293,14 +348,14 @@ mod tests {
             .collect();
         let alone: Vec<[f32; CLASSES]> = inputs
             .iter()
-            .map(|x| forward(e.net(), x, 1).unwrap()[0])
+            .map(|x| forward(&net, x, 1).unwrap()[0])
             .collect();
         let handles: Vec<_> = inputs
             .iter()
             .cloned()
             .map(|x| {
-                let e = e.clone();
-                tokio::spawn(async move { e.predict(x).await.unwrap() })
+                let (e, net) = (e.clone(), Arc::clone(&net));
+                tokio::spawn(async move { e.predict(&net, x).await.unwrap() })
             })
             .collect();
         for (h, want) in handles.into_iter().zip(alone) {
@@ -332,7 +387,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_answers_overloaded() {
-        let e = engine(EngineConfig {
+        let (e, net) = engine(EngineConfig {
             workers: 1,
             max_batch: 1,
             max_wait: Duration::ZERO,
@@ -340,7 +395,7 @@ mod tests {
         });
         // Flood synchronously: with a queue of one, some must be refused at once.
         let receivers: Vec<_> = (0..50)
-            .map(|_| e.enqueue(vec![0.0; IMAGE_PIXELS]))
+            .map(|_| e.enqueue(&net, vec![0.0; IMAGE_PIXELS]))
             .collect();
         assert!(receivers
             .iter()
@@ -352,9 +407,9 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_input_size_is_an_error_not_a_panic() {
-        let e = engine(EngineConfig::default());
+        let (e, net) = engine(EngineConfig::default());
         assert!(matches!(
-            e.predict(vec![0.0; 3]).await,
+            e.predict(&net, vec![0.0; 3]).await,
             Err(InferenceError::InputSize(_))
         ));
     }

@@ -6,7 +6,9 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{counter, describe_counter, describe_histogram, histogram, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use warp::http::{Method, StatusCode};
 
@@ -82,6 +84,15 @@ fn describe() {
          up), export_failed (their batch failed or timed out), exporter_unavailable (e.g. the \
          Jaeger agent's name does not resolve yet)."
     );
+    describe_gauge!(
+        "model_versions_loaded",
+        "Model versions in memory (the newest is served by default)."
+    );
+    describe_counter!(
+        "model_reloads_total",
+        "Model reloads, by outcome: swapped (new weights served), unchanged (nothing new on \
+         disk), failed (the new file was unusable; the previous model kept serving)."
+    );
     describe_counter!(
         "otel_export_failures_total",
         "Span batches not delivered: failed, timed out, or no exporter available yet."
@@ -116,6 +127,16 @@ pub fn record_request(
     .increment(1);
     histogram!("http_request_duration_seconds", "method" => method, "route" => route)
         .record(elapsed.as_secs_f64());
+}
+
+/// Counts one reload by its outcome (`swapped`, `unchanged`, `failed`).
+pub fn record_reload(outcome: &'static str) {
+    counter!("model_reloads_total", "outcome" => outcome).increment(1);
+}
+
+/// Sets how many model versions are loaded.
+pub fn record_loaded_versions(n: usize) {
+    gauge!("model_versions_loaded").set(n as f64);
 }
 
 /// Counts one classified image.

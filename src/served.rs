@@ -4,12 +4,17 @@ use serde::Serialize;
 
 use crate::weights;
 
-/// The model as named in every prediction.
+/// The model as named in every prediction: which weights produced the answer.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelRef {
-    /// Architecture name from the weights file. Serialised as `version`, the name the first
-    /// release of the API gave it; clients read it there.
-    #[serde(rename = "version")]
+    /// Always `mnist`, the name in the inference protocol's paths.
+    #[schema(example = "mnist")]
+    pub name: &'static str,
+    /// The repository version (`1` for a single `--weights` file).
+    #[schema(example = "1")]
+    pub version: String,
+    /// Architecture name from the weights file.
+    #[schema(example = "mnist-cnn-v2")]
     pub architecture: String,
     /// SHA-256 of the weights file.
     pub sha256: String,
@@ -21,7 +26,7 @@ pub struct ModelInfo {
     /// Always `ready` once served: the model loads before the port opens.
     #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
-    /// Architecture and file hash.
+    /// Name, version, architecture and file hash.
     #[serde(flatten)]
     pub model: ModelRef,
     /// The weights' header metadata.
@@ -29,11 +34,13 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
-    /// A loaded weights file, ready to serve.
-    pub fn of(loaded: &weights::Loaded) -> Self {
+    /// A loaded weights file, ready to serve as `version`.
+    pub fn of(loaded: &weights::Loaded, version: u64) -> Self {
         Self {
             status: "ready",
             model: ModelRef {
+                name: crate::repository::MODEL_NAME,
+                version: version.to_string(),
                 architecture: loaded.metadata.architecture.clone(),
                 sha256: loaded.sha256.clone(),
             },

@@ -16,17 +16,19 @@ use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
 use crate::login_throttle::LoginThrottle;
 use crate::password_pool::PasswordPool;
+use crate::repository::Repository;
 use crate::routes::{self, Login, Predictor, Services};
-use crate::served::ModelInfo;
 use crate::server::ConnLimits;
 use crate::upload::BodyLimits;
-use crate::{users, weights};
+use crate::users;
 
 /// A bound, ready-to-run server.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
     services: Services,
+    repository: Arc<Repository>,
+    poll: Option<Duration>,
     conn_limits: ConnLimits,
     shutdown_timeout: Duration,
 }
@@ -45,18 +47,20 @@ impl Application {
             args.max_image_memory,
             args.decode_memory
         );
-        let loaded = weights::load(&args.weights)?;
-        let info = ModelInfo::of(&loaded);
+        let repository = Arc::new(Repository::open(args.model_source(), args.keep_versions)?);
+        let latest = repository.latest();
         tracing::info!(
-            weights = %args.weights.display(),
-            architecture = %info.model.architecture,
-            test_accuracy = info.metadata.test_accuracy,
-            sha256 = %info.model.sha256,
+            weights = %latest.path.display(),
+            version = latest.version,
+            loaded = ?repository.loaded_versions(),
+            architecture = %latest.info.model.architecture,
+            test_accuracy = latest.info.metadata.test_accuracy,
+            sha256 = %latest.info.model.sha256,
             "model loaded"
         );
+        crate::metrics::record_loaded_versions(repository.loaded_versions().len());
         let auth = Arc::new(load_auth(args, secret)?);
-        let engine = Engine::start(Arc::new(loaded.net), args.engine())
-            .context("starting the model worker threads")?;
+        let engine = Engine::start(args.engine()).context("starting the model worker threads")?;
         let listener = TcpListener::bind(args.bind)
             .await
             .with_context(|| format!("binding {}", args.bind))?;
@@ -69,9 +73,9 @@ impl Application {
                 .unwrap_or(usize::MAX)
                 .min(Semaphore::MAX_PERMITS),
         ));
-        let predictor = Predictor {
+        let predictor = Arc::new(Predictor {
             engine,
-            model: info.model.clone(),
+            repository: Arc::clone(&repository),
             body: BodyLimits {
                 max_bytes: args.max_body_bytes,
                 timeout: body_timeout,
@@ -85,7 +89,7 @@ impl Application {
                 args.decode_memory,
                 Duration::from_millis(args.decode_wait_ms),
             )),
-        };
+        });
         let login = Login::new(
             PasswordPool::new(args.login_threads, args.login_queue)
                 .context("starting the password threads")?,
@@ -97,13 +101,15 @@ impl Application {
             auth,
             login,
             predictor,
-            model_info: info,
+            repository: Arc::clone(&repository),
             jaeger_ui_url: args.jaeger_ui_url.trim_end_matches('/').to_string(),
         };
         Ok(Self {
             listener,
             addr,
             services,
+            repository,
+            poll: (args.poll_secs > 0).then(|| Duration::from_secs(args.poll_secs)),
             conn_limits: args.conn_limits(),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
         })
@@ -117,8 +123,16 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, closes idle connections and
     /// lets requests in flight finish for at most the configured timeout.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let sighup = tokio::spawn(crate::reload::on_sighup(Arc::clone(&self.repository)));
+        let poll = self
+            .poll
+            .map(|every| tokio::spawn(crate::reload::poll(Arc::clone(&self.repository), every)));
         let shutdown = async move {
             shutdown.await;
+            sighup.abort();
+            if let Some(p) = poll {
+                p.abort();
+            }
             tracing::info!("shutting down: no new connections, finishing requests in flight");
         };
         crate::server::serve(
@@ -171,6 +185,8 @@ fn first_user(path: &Path) -> anyhow::Result<Users> {
             users
                 .set_password("admin", &password)
                 .with_context(|| path.display().to_string())?;
+            // The first user is the operator: they may also reload the model.
+            users.set_admin("admin", true);
         }
         Ok((users.clone(), created))
     })?;

@@ -14,21 +14,30 @@ use crate::config::UserAction;
 pub fn run(action: &UserAction, path: &Path) -> anyhow::Result<()> {
     match action {
         UserAction::List => {
-            for name in Users::load(path)?.names() {
-                println!("{name}");
+            let users = Users::load(path)?;
+            for name in users.names() {
+                if users.is_admin(name) {
+                    println!("{name} (admin)");
+                } else {
+                    println!("{name}");
+                }
             }
         }
-        UserAction::Add { name } => {
+        UserAction::Add { name, admin } => {
             let password = read_password(name)?;
             let existed = update(path, |users| {
                 let existed = users.contains(name);
                 users
                     .set_password(name, &password)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                if *admin {
+                    users.set_admin(name, true);
+                }
                 Ok(existed)
             })?;
             let verb = if existed { "updated" } else { "added" };
-            eprintln!("{}: {verb} user `{name}`", path.display());
+            let role = if *admin { " (admin)" } else { "" };
+            eprintln!("{}: {verb} user `{name}`{role}", path.display());
         }
         UserAction::Passwd { name } => {
             // Checked before the prompt too, so nobody types a password for a typo.

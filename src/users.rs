@@ -1,6 +1,6 @@
 //! The users file: usernames to argon2id hashes, kept up to date while the server runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,6 +51,9 @@ pub enum CredentialError {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Users {
     users: BTreeMap<String, String>,
+    /// Users who may also change what the server serves (reload the model).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    admins: BTreeSet<String>,
 }
 
 impl Users {
@@ -70,6 +73,12 @@ impl Users {
             path: path.into(),
             problem: e.to_string(),
         })?;
+        if let Some(name) = users.admins.iter().find(|a| !users.users.contains_key(*a)) {
+            return Err(UsersError::Invalid {
+                path: path.into(),
+                problem: format!("admin `{name}` is not a user"),
+            });
+        }
         for (name, hash) in &users.users {
             PasswordHash::new(hash).map_err(|e| UsersError::Invalid {
                 path: path.into(),
@@ -141,7 +150,26 @@ impl Users {
 
     /// Removes a user; false if there was none.
     pub fn remove(&mut self, name: &str) -> bool {
+        self.admins.remove(name);
         self.users.remove(name).is_some()
+    }
+
+    /// Grants or withdraws the admin right of an existing user; false if there is no such user.
+    pub fn set_admin(&mut self, name: &str, admin: bool) -> bool {
+        if !self.users.contains_key(name) {
+            return false;
+        }
+        if admin {
+            self.admins.insert(name.to_string());
+        } else {
+            self.admins.remove(name);
+        }
+        true
+    }
+
+    /// Whether `name` exists and is an admin.
+    pub fn is_admin(&self, name: &str) -> bool {
+        self.admins.contains(name) && self.users.contains_key(name)
     }
 
     /// Checks a password. Unknown users cost the same argon2 work as known ones, so response
@@ -371,6 +399,25 @@ mod tests {
         assert!(u.set_password("a b", "x").is_err());
         assert!(u.set_password("a:b", "x").is_err());
         assert!(u.set_password("alice", "").is_err());
+    }
+
+    #[test]
+    fn admins_are_users_and_survive_a_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("users.json");
+        let mut u = Users::default();
+        assert!(!u.set_admin("alice", true), "no such user yet");
+        u.set_password("alice", "pw").unwrap();
+        u.set_password("bob", "pw").unwrap();
+        assert!(u.set_admin("alice", true));
+        u.save(&path).unwrap();
+        let back = Users::load(&path).unwrap();
+        assert!(back.is_admin("alice") && !back.is_admin("bob"));
+        u.remove("alice");
+        assert!(!u.is_admin("alice"));
+        std::fs::write(&path, r#"{"users":{},"admins":["ghost"]}"#).unwrap();
+        let e = Users::load(&path).unwrap_err().to_string();
+        assert!(e.contains("admin `ghost` is not a user"), "{e}");
     }
 
     #[test]

@@ -306,7 +306,7 @@
       trace.textContent = 'No trace id: tracing is off on the server.';
     }
     $('model').textContent = model
-      ? `Model ${model.version}, weights ${String(model.sha256).slice(0, 12)}…`
+      ? `Model ${model.name} v${model.version} (${model.architecture}), weights ${String(model.sha256).slice(0, 12)}…`
       : '';
     $('result').hidden = false;
     $('announce').textContent = `Predicted ${answer.prediction}, probability ${percent(answer.probability)}`;

@@ -10,6 +10,7 @@ mod model_info;
 mod openapi;
 mod predict;
 mod request_span;
+mod v2;
 mod web;
 
 use std::convert::Infallible;
@@ -25,8 +26,8 @@ pub use login::Login;
 pub use predict::Predictor;
 
 use crate::auth::Auth;
-use crate::error::handle_rejection;
-use crate::served::ModelInfo;
+use crate::error::{handle_rejection, handle_rejection_as, ErrorShape};
+use crate::repository::Repository;
 
 /// What the routes serve, built once by start-up.
 pub struct Services {
@@ -34,10 +35,10 @@ pub struct Services {
     pub auth: Arc<Auth>,
     /// `/login`'s password threads, throttle and body limits.
     pub login: Login,
-    /// `/predict`'s model, limits and pools.
-    pub predictor: Predictor,
-    /// What `GET /model` shows.
-    pub model_info: ModelInfo,
+    /// `/predict`'s model, limits and pools, shared by the inference protocol's routes.
+    pub predictor: Arc<Predictor>,
+    /// The loaded model versions.
+    pub repository: Arc<Repository>,
     /// Base URL of Jaeger's web UI, for links from the page.
     pub jaeger_ui_url: String,
 }
@@ -50,14 +51,19 @@ pub fn api(
         auth,
         login,
         predictor,
-        model_info,
+        repository,
         jaeger_ui_url,
     } = services;
     let routes = health::route()
-        .or(model_info::route(model_info))
+        .or(model_info::route(Arc::clone(&repository)))
         .or(metrics::route())
         .or(openapi::route())
         .or(login::route(login, Arc::clone(&auth)))
+        .or(v2::routes(
+            Arc::clone(&predictor),
+            Arc::clone(&repository),
+            Arc::clone(&auth),
+        ))
         .or(predict::route(predictor, bearer::with_bearer(auth)))
         .or(web::route(&jaeger_ui_url));
     let handled = request_span::record_client()
@@ -99,9 +105,24 @@ where
     P: Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
     R: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
 {
+    route_as(ErrorShape::Api, template, allow, path, rest)
+}
+
+/// [`route`], with errors in the given JSON shape.
+fn route_as<P, R>(
+    shape: ErrorShape,
+    template: &'static str,
+    allow: &'static str,
+    path: P,
+    rest: R,
+) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static
+where
+    P: Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+    R: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
     let route = Route { template, allow };
     path.and(request_span::at(template))
-        .and(rest.recover(move |r| answer(r, route)).unify())
+        .and(rest.recover(move |r| answer(r, route, shape)).unify())
         .map(move |mut res: Response| {
             res.extensions_mut().insert(route);
             res
@@ -110,11 +131,15 @@ where
 
 /// The error response for a rejection past a route's path. A path that matched only in part
 /// (none of ours does) is passed on, so it can still be another route's.
-async fn answer(rejection: Rejection, route: Route) -> Result<Response, Rejection> {
+async fn answer(
+    rejection: Rejection,
+    route: Route,
+    shape: ErrorShape,
+) -> Result<Response, Rejection> {
     if rejection.is_not_found() {
         return Err(rejection);
     }
-    let Ok(mut res) = handle_rejection(rejection).await;
+    let Ok(mut res) = handle_rejection_as(rejection, shape).await;
     if res.status() == StatusCode::METHOD_NOT_ALLOWED {
         res.headers_mut()
             .insert(ALLOW, HeaderValue::from_static(route.allow));

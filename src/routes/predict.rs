@@ -20,6 +20,7 @@ use crate::decode_pool::{DecodePool, MemoryBudget, MemoryShare};
 use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
 use crate::preprocess::{self, ImageLimits, Prepared};
+use crate::repository::{ModelVersion, Repository};
 use crate::served::ModelRef;
 use crate::upload::{self, BodyLimits};
 
@@ -28,8 +29,8 @@ use crate::upload::{self, BodyLimits};
 pub struct Predictor {
     /// The model workers.
     pub engine: Engine,
-    /// What answers name as their model.
-    pub model: ModelRef,
+    /// The loaded versions; a request is answered by the newest when it started.
+    pub repository: Arc<Repository>,
     /// Bounds on each request body.
     pub body: BodyLimits,
     /// Most `file` parts per request.
@@ -66,10 +67,9 @@ pub struct Predictor {
     )
 )]
 pub fn route(
-    predictor: Predictor,
+    predictor: Arc<Predictor>,
     bearer: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
 ) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static {
-    let predictor = Arc::new(predictor);
     let handler = warp::post()
         .and(bearer)
         .and(warp::header::optional::<String>("content-type"))
@@ -156,6 +156,9 @@ async fn predict(
     body: impl Stream<Item = Result<impl Buf, warp::Error>> + Send + 'static,
     predictor: &Predictor,
 ) -> Result<Response, ApiError> {
+    // Pinned before the body is read: a reload while the request is in flight does not change
+    // the weights it is answered with.
+    let version = predictor.repository.latest();
     // The body is read before an in-flight permit is taken: a client that stalls its upload
     // holds a connection and at most its own bytes of the body budget, never a permit that
     // others need.
@@ -180,14 +183,14 @@ async fn predict(
         prepared.push(decode(predictor, &request_span, index, name, bytes, limits).await?);
     }
 
-    let model = &predictor.model;
     let predictions = futures_util::future::try_join_all(
         prepared
             .into_iter()
             .enumerate()
-            .map(|(index, p)| classify(&predictor.engine, model, index, p.input)),
+            .map(|(index, p)| classify(&predictor.engine, &version, index, p.input)),
     )
     .await?;
+    let model = version.model_ref();
 
     let reply = if let [only] = predictions.as_slice() {
         warp::reply::json(&Single {
@@ -205,7 +208,7 @@ async fn predict(
 
 /// Decodes and normalises one image inside its own `decode` span, once its estimated cost
 /// (from the header) is taken from the server's decode memory budget.
-async fn decode(
+pub(super) async fn decode(
     predictor: &Predictor,
     parent: &Span,
     index: usize,
@@ -301,25 +304,26 @@ fn decode_within(
 }
 
 /// Runs one image through the model inside a `prediction` span carrying the answer.
-async fn classify(
+pub(super) async fn classify(
     engine: &Engine,
-    model: &ModelRef,
+    version: &ModelVersion,
     index: usize,
     input: Vec<f32>,
 ) -> Result<Prediction, ApiError> {
+    let model = version.model_ref();
     let span = tracing::info_span!(
         "prediction",
         image.index = index as i64,
         prediction = Empty,
         probability = Empty,
-        model.version = model.architecture.as_str(),
+        model.version = model.version.as_str(),
         model.sha256 = model.sha256.as_str(),
         inference.time_ms = Empty,
         inference.batch_size = Empty,
     );
     // The span is not entered while the image waits for its batch: it times from creation to
     // drop, and entering it on every poll would only add subscriber work.
-    let result = engine.predict(input).await;
+    let result = engine.predict(&version.net, input).await;
     match &result {
         Ok(p) => {
             crate::metrics::record_prediction(p.digit);

@@ -18,7 +18,10 @@ async fn model_endpoint_describes_the_loaded_weights() {
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["status"], "ready");
-    assert_eq!(body["version"], mnist_api::model::ARCHITECTURE);
+    assert_eq!(body["name"], "mnist");
+    assert_eq!(body["version"], "1", "a single --weights file is version 1");
+    assert_eq!(body["architecture"], mnist_api::model::ARCHITECTURE);
+    assert_eq!(body["loaded_versions"], serde_json::json!([1]));
     assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
     assert!(body["metadata"]["test_accuracy"].as_f64().unwrap() >= 0.993);
     assert!(body["metadata"]["created"].is_string());

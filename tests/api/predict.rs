@@ -159,7 +159,9 @@ async fn response_has_probabilities_and_model_identity() {
     assert!((probs.iter().sum::<f64>() - 1.0).abs() < 1e-4);
     let p = body["probability"].as_f64().unwrap();
     assert_eq!(p, probs[test.labels[1] as usize]);
-    assert_eq!(body["model"]["version"], mnist_api::model::ARCHITECTURE);
+    assert_eq!(body["model"]["name"], "mnist");
+    assert_eq!(body["model"]["version"], "1");
+    assert_eq!(body["model"]["architecture"], mnist_api::model::ARCHITECTURE);
     assert_eq!(body["model"]["sha256"].as_str().unwrap().len(), 64);
 }
 
