@@ -4,7 +4,7 @@ MNIST_DIR ?= data/mnist
 export MNIST_DIR
 CARGO ?= cargo
 
-.PHONY: all build train eval serve test browser-test api-fuzz fuzz lint fmt data bench user clean
+.PHONY: all build train eval serve test browser-test interop-test api-fuzz fuzz lint fmt data bench user clean
 
 all: build
 
@@ -31,6 +31,10 @@ test:
 browser-test:
 	scripts/browser-test.sh
 
+## interop-test: tritonclient[http] and kserve (pinned, PyPI, in a venv) against the /v2 API, answers compared with /predict
+interop-test:
+	scripts/interop-test.sh
+
 ## api-fuzz: schemathesis (pinned, PyPI) against the running server's /openapi.json, every check
 api-fuzz:
 	scripts/api-fuzz.sh
@@ -56,6 +60,8 @@ bench:
 	$(CARGO) bench --bench inference
 	benches/load.sh
 	benches/hostile.sh
+	benches/v2.sh
+	benches/reload.sh
 
 clean:
 	$(CARGO) clean
