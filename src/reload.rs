@@ -13,9 +13,19 @@ pub async fn reload(
     trigger: &'static str,
 ) -> Result<Reloaded, RepositoryError> {
     let repo = Arc::clone(repository);
-    let result = tokio::task::spawn_blocking(move || repo.reload())
-        .await
-        .unwrap_or(Err(RepositoryError::Interrupted));
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread of its own at a lower priority: reading, hashing and building the new network
+    // is a burst of CPU that must not take turns from the threads answering requests.
+    let spawned = std::thread::Builder::new()
+        .name("model-reload".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = tx.send(repo.reload());
+        });
+    let result = match spawned {
+        Ok(_) => rx.await.unwrap_or(Err(RepositoryError::Interrupted)),
+        Err(_) => Err(RepositoryError::Interrupted),
+    };
     match &result {
         Ok(Reloaded::Unchanged) => {
             tracing::debug!(trigger, "model repository unchanged");
@@ -33,6 +43,15 @@ pub async fn reload(
         }
     }
     result
+}
+
+/// Niceness 10 for the calling thread (Linux keeps a nice value per thread).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority with `who` 0 changes only the calling thread; no pointers involved.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
 }
 
 /// Reloads on every SIGHUP until the process ends.
