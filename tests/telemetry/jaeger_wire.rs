@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use thrift::protocol::{TCompactInputProtocol, TInputProtocol, TMessageType, TType};
 
-use crate::helpers::{post_digit, spawn_binary, terminate};
+use crate::common::{digit, Endpoint};
+use crate::helpers::spawn_traced;
 
 #[derive(Debug, Clone, PartialEq)]
 enum TagValue {
@@ -148,19 +149,16 @@ fn emit_batch(datagram: &[u8]) -> thrift::Result<Batch> {
 async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
     let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger".into()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", port.to_string()),
-    ])
-    .await;
-    let res = post_digit(&addr).await;
+    ]);
+    let res = server.predict(None, vec![digit("one")]).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     // Shutting down flushes whatever is still queued.
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 
     let mut buf = vec![0u8; 65_536];
     let mut batches = Vec::new();
@@ -205,9 +203,10 @@ async fn drain(agent: &tokio::net::UdpSocket) -> Vec<Batch> {
     batches
 }
 
-async fn get_with_agent(addr: &str, user_agent: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/health"))
+async fn get_with_agent(server: &Endpoint, user_agent: &str) -> reqwest::Response {
+    server
+        .client
+        .get(server.url("/health"))
         .header("user-agent", user_agent)
         .send()
         .await
@@ -216,15 +215,10 @@ async fn get_with_agent(addr: &str, user_agent: &str) -> reqwest::Response {
 
 /// The value of the sample line that starts with `series`, once it is at least `min`
 /// (exports happen in the background, a little after the requests).
-async fn metric_reaches(addr: &str, series: &str, min: f64) -> f64 {
+async fn metric_reaches(server: &Endpoint, series: &str, min: f64) -> f64 {
     let mut last = 0.0;
     for _ in 0..300 {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.get("/metrics").await.text().await.unwrap();
         last = text
             .lines()
             .find(|l| l.starts_with(series))
@@ -246,12 +240,11 @@ async fn metric_reaches(addr: &str, series: &str, min: f64) -> f64 {
 async fn a_huge_user_agent_costs_no_other_requests_spans() {
     let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger".into()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", port.to_string()),
-    ])
-    .await;
+    ]);
     let huge = "A".repeat(70 * 1024);
     for i in 0..31 {
         let ua = if i == 15 {
@@ -259,11 +252,9 @@ async fn a_huge_user_agent_costs_no_other_requests_spans() {
         } else {
             format!("normal/{i}")
         };
-        assert_eq!(get_with_agent(&addr, &ua).await.status(), 200);
+        assert_eq!(get_with_agent(&server, &ua).await.status(), 200);
     }
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 
     let batches = drain(&agent).await;
     let servers: Vec<&Span> = batches
@@ -292,46 +283,40 @@ async fn a_huge_user_agent_costs_no_other_requests_spans() {
 async fn a_batch_the_agent_exporter_cannot_send_is_counted() {
     let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger".into()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", port.to_string()),
         ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "200000".into()),
-    ])
-    .await;
+    ]);
     let huge = "A".repeat(70 * 1024);
-    assert_eq!(get_with_agent(&addr, &huge).await.status(), 200);
-    metric_reaches(&addr, "otel_export_failures_total", 1.0).await;
+    assert_eq!(get_with_agent(&server, &huge).await.status(), 200);
+    metric_reaches(&server, "otel_export_failures_total", 1.0).await;
     metric_reaches(
-        &addr,
+        &server,
         r#"otel_spans_dropped_total{reason="export_failed"}"#,
         1.0,
     )
     .await;
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 }
 
 /// A collector whose name does not resolve yet (compose or Kubernetes starting up) must not
 /// stop the server: it serves, and counts the spans it cannot send meanwhile.
 #[tokio::test]
 async fn an_unresolvable_agent_host_does_not_stop_the_server() {
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger".into()),
         ("JAEGER_AGENT_HOST", "jaeger.invalid".into()),
-    ])
-    .await;
+    ]);
     for _ in 0..3 {
-        assert_eq!(get_with_agent(&addr, "probe").await.status(), 200);
+        assert_eq!(get_with_agent(&server, "probe").await.status(), 200);
     }
     metric_reaches(
-        &addr,
+        &server,
         r#"otel_spans_dropped_total{reason="exporter_unavailable"}"#,
         1.0,
     )
     .await;
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 }
