@@ -24,13 +24,16 @@ pub fn digit(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Usernames and passwords.
+pub(crate) type Credentials = Vec<(String, String)>;
+
 /// A users file's bytes holding `users`, hashed once per test binary: argon2 is slow on
 /// purpose, and most servers want the same users.
-pub(crate) fn users_json(users: &[(String, String)]) -> Vec<u8> {
-    static CACHE: OnceLock<Mutex<HashMap<Vec<(String, String)>, Vec<u8>>>> = OnceLock::new();
+pub(crate) fn users_json(users: &Credentials) -> Vec<u8> {
+    static CACHE: OnceLock<Mutex<HashMap<Credentials, Vec<u8>>>> = OnceLock::new();
     let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
     cache
-        .entry(users.to_vec())
+        .entry(users.clone())
         .or_insert_with(|| {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("users.json");

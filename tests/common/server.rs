@@ -16,7 +16,7 @@ use tempfile::TempDir;
 
 use super::commands::{output_text, MNIST_API};
 use super::endpoint::Endpoint;
-use super::fixtures::{users_json, weights_path, PASSWORD, SECRET, USER};
+use super::fixtures::{users_json, weights_path, Credentials, PASSWORD, SECRET, USER};
 
 /// Loading the weights and binding take well under a second; this is for a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -27,7 +27,7 @@ pub struct ServerBuilder {
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     /// `None` is `--no-auth`.
-    users: Option<Vec<(String, String)>>,
+    users: Option<Credentials>,
     users_file: Option<PathBuf>,
     weights: PathBuf,
     nofile: Option<u64>,
