@@ -11,9 +11,9 @@ use mnist_api::startup::Application;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+use super::builder::ServerBuilder;
 use super::endpoint::Endpoint;
 use super::fixtures::SECRET;
-use super::server::ServerBuilder;
 
 /// A server task of this process, stopped on drop. Derefs to its [`Endpoint`].
 pub struct InProcess {

@@ -7,6 +7,7 @@
 // Each test crate uses its own part of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod builder;
 mod commands;
 mod endpoint;
 mod fixtures;
@@ -14,9 +15,10 @@ mod in_process;
 mod mnist;
 mod server;
 
+pub use builder::ServerBuilder;
 pub use commands::{output_text, run, MNIST_API, TRAIN};
 pub use endpoint::{error_of, Endpoint};
 pub use fixtures::{digit, encode, png, weights_path, PASSWORD, SECRET, USER};
 pub use in_process::InProcess;
 pub use mnist::{digit_image, mnist_input, mnist_test};
-pub use server::{spawn_app, Server, ServerBuilder};
+pub use server::{spawn_app, Server};
