@@ -1,36 +1,13 @@
 //! The command-line tools: users subcommand and the trainer's error messages.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn run(bin: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(bin)
-        .args(args)
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
+use std::process::Output;
+
+use common::{output_text, run, Server, MNIST_API, TRAIN};
 
 fn api(args: &[&str], stdin: &str) -> Output {
-    run(env!("CARGO_BIN_EXE_mnist-api"), args, stdin)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    run(MNIST_API, args, stdin)
 }
 
 #[test]
@@ -39,16 +16,16 @@ fn users_are_added_listed_changed_and_removed_with_passwords_from_stdin() {
     let users = dir.path().join("users.json");
     let u = users.to_str().unwrap();
     let o = api(&["--users", u, "user", "add", "bob"], "s3cret-pw\n");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let stored = std::fs::read_to_string(&users).unwrap();
     assert!(stored.contains("$argon2id$") && !stored.contains("s3cret-pw"));
     let listed = api(&["--users", u, "user", "list"], "");
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "bob\n");
     let o = api(&["--users", u, "user", "passwd", "bob"], "another-pw\n");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     assert_ne!(std::fs::read_to_string(&users).unwrap(), stored);
     let o = api(&["--users", u, "user", "remove", "bob"], "");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let listed = api(&["--users", u, "user", "list"], "");
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "");
 }
@@ -59,7 +36,7 @@ fn users_flag_may_follow_the_subcommand() {
     let users = dir.path().join("users.json");
     let u = users.to_str().unwrap();
     let o = api(&["user", "add", "carol", "--users", u], "pw-for-carol\n");
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let listed = api(&["user", "list", "--users", u], "");
     assert_eq!(String::from_utf8_lossy(&listed.stdout), "carol\n");
 }
@@ -72,54 +49,53 @@ fn user_errors_name_the_file_and_exit_non_zero() {
     let o = api(&["--users", u, "user", "remove", "ghost"], "");
     assert!(!o.status.success());
     assert!(
-        text(&o).contains(&format!("{u}: no user `ghost`")),
+        output_text(&o).contains(&format!("{u}: no user `ghost`")),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     let o = api(&["--users", u, "user", "add", "bob"], "");
     assert!(!o.status.success());
-    assert!(text(&o).contains("no password on stdin"), "{}", text(&o));
+    assert!(
+        output_text(&o).contains("no password on stdin"),
+        "{}",
+        output_text(&o)
+    );
     std::fs::write(&users, "{broken").unwrap();
     let o = api(&["--users", u, "user", "list"], "");
     assert!(!o.status.success());
     assert!(
-        text(&o).contains(&format!("{u}: invalid users file")),
+        output_text(&o).contains(&format!("{u}: invalid users file")),
         "{}",
-        text(&o)
+        output_text(&o)
     );
     // A broken users file also stops the server before it listens.
-    let weights = concat!(env!("CARGO_MANIFEST_DIR"), "/weights/mnist_cnn.safetensors");
-    let o = api(
-        &["--users", u, "--weights", weights, "--bind", "127.0.0.1:0"],
-        "",
-    );
-    assert!(!o.status.success());
-    assert!(
-        text(&o).contains(&format!("{u}: invalid users file")),
-        "{}",
-        text(&o)
-    );
+    let out = Server::builder().users_file(&users).start_fails();
+    assert!(out.contains(&format!("{u}: invalid users file")), "{out}");
 }
 
 #[test]
 fn trainer_errors_name_the_file() {
-    let train = env!("CARGO_BIN_EXE_train");
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.safetensors");
-    let o = run(train, &["--eval", missing.to_str().unwrap()], "");
+    let o = run(TRAIN, &["--eval", missing.to_str().unwrap()], "");
     assert!(!o.status.success());
-    assert!(text(&o).contains(missing.to_str().unwrap()), "{}", text(&o));
+    assert!(
+        output_text(&o).contains(missing.to_str().unwrap()),
+        "{}",
+        output_text(&o)
+    );
 
     let o = run(
-        train,
+        TRAIN,
         &["--data-dir", dir.path().to_str().unwrap(), "--epochs", "1"],
         "",
     );
     assert!(!o.status.success());
     assert!(
-        text(&o).contains("neither train-images-idx3-ubyte nor train-images-idx3-ubyte.gz found"),
+        output_text(&o)
+            .contains("neither train-images-idx3-ubyte nor train-images-idx3-ubyte.gz found"),
         "{}",
-        text(&o)
+        output_text(&o)
     );
 }
 
@@ -133,7 +109,7 @@ fn parallel_user_adds_all_land() {
         for name in &names {
             s.spawn(move || {
                 let o = api(&["--users", u, "user", "add", name], "pw-of-someone\n");
-                assert!(o.status.success(), "{}", text(&o));
+                assert!(o.status.success(), "{}", output_text(&o));
             });
         }
     });

@@ -2,118 +2,14 @@
 //! headers, idle sockets past the descriptor limit, shutdown with idle connections left, and
 //! what the log makes of bad requests.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
 
-fn weights() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mnist_cnn.safetensors")
-}
-
-fn one_png() -> Vec<u8> {
-    std::fs::read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/one.png")).unwrap()
-}
-
-/// The running binary, its address, and everything it wrote on stderr so far.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<Vec<u8>>>,
-}
-
-impl Server {
-    /// Starts `mnist-api --no-auth` on a free port with `args`; `nofile` caps its descriptors.
-    async fn start(args: &[&str], nofile: Option<u64>, log: Option<&str>) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mnist-api"));
-        cmd.args(["--bind", "127.0.0.1:0", "--no-auth", "--weights"])
-            .arg(weights())
-            .args(args)
-            .env("OTEL_TRACES_EXPORTER", "none")
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some(log) = log {
-            cmd.env("RUST_LOG", log);
-        }
-        if let Some(n) = nofile {
-            // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, mut addr_rx) = tokio::sync::mpsc::unbounded_channel();
-        let sink = Arc::clone(&log);
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stderr);
-            let mut line = Vec::new();
-            while let Ok(n) = lines.read_until(b'\n', &mut line).await {
-                if n == 0 {
-                    break;
-                }
-                let text = String::from_utf8_lossy(&line);
-                if let Some(rest) = text.split("address=").nth(1) {
-                    let _ = addr_tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
-                sink.lock().unwrap().extend_from_slice(&line);
-                line.clear();
-            }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx.recv())
-            .await
-            .expect("server did not start")
-            .expect("server exited at start");
-        Server {
-            child,
-            addr,
-            stderr: log,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
-    }
-
-    async fn predict(&self, client: &reqwest::Client) -> reqwest::Response {
-        let form = reqwest::multipart::Form::new().part(
-            "file",
-            reqwest::multipart::Part::bytes(one_png()).file_name("one.png"),
-        );
-        client
-            .post(self.url("/predict"))
-            .multipart(form)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    fn terminate(&self) {
-        let pid = self.child.id().unwrap() as i32;
-        // SAFETY: sends a signal to our own child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-    }
-}
+use common::{digit, Server};
 
 /// Reads until the server closes the connection; the bytes it sent first.
 async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
@@ -127,12 +23,15 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
 
 #[tokio::test]
 async fn stalled_uploads_do_not_lock_out_other_clients_and_end_in_408() {
-    let server = Server::start(&["--max-in-flight", "8", "--body-timeout", "2"], None, None).await;
+    let server = Server::builder()
+        .no_auth()
+        .args(["--max-in-flight", "8", "--body-timeout", "2"])
+        .start();
     // Twice as many stalled uploads as there are in-flight permits: headers and three bytes of
     // a body announced as 999.
     let mut stalled = Vec::new();
     for _ in 0..16 {
-        let mut s = TcpStream::connect(&server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
         s.write_all(
             b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n\
               Content-Length: 999\r\n\r\n--B",
@@ -142,9 +41,13 @@ async fn stalled_uploads_do_not_lock_out_other_clients_and_end_in_408() {
         stalled.push(s);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let client = reqwest::Client::new();
     for _ in 0..4 {
-        let res = server.predict(&client).await;
+        let res = tokio::time::timeout(
+            Duration::from_secs(10),
+            server.predict(None, vec![digit("one")]),
+        )
+        .await
+        .expect("a prediction waited behind the stalled uploads");
         assert_eq!(res.status(), 200, "{:?}", res.text().await);
     }
     for mut s in stalled {
@@ -157,8 +60,11 @@ async fn stalled_uploads_do_not_lock_out_other_clients_and_end_in_408() {
 
 #[tokio::test]
 async fn half_sent_headers_are_dropped_after_the_header_timeout() {
-    let server = Server::start(&["--header-timeout", "1"], None, None).await;
-    let mut s = TcpStream::connect(&server.addr).await.unwrap();
+    let server = Server::builder()
+        .no_auth()
+        .args(["--header-timeout", "1"])
+        .start();
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
     s.write_all(b"GET /health HTTP/1.1\r\nHo").await.unwrap();
     // Closed by the server well before this bound; before the timeout existed it never was.
     read_to_close(&mut s, Duration::from_secs(8)).await;
@@ -166,16 +72,16 @@ async fn half_sent_headers_are_dropped_after_the_header_timeout() {
 
 #[tokio::test]
 async fn idle_connections_past_the_descriptor_limit_cannot_take_health_down() {
-    let server = Server::start(&[], Some(1024), None).await;
+    let server = Server::builder().no_auth().nofile(1024).start();
     let mut idle = Vec::new();
     for _ in 0..1100 {
-        let mut s = TcpStream::connect(&server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
         s.write_all(b"G").await.unwrap();
         idle.push(s);
     }
-    let client = reqwest::Client::new();
     for _ in 0..3 {
-        let res = client
+        let res = server
+            .client
             .get(server.url("/health"))
             .timeout(Duration::from_secs(5))
             .send()
@@ -192,10 +98,13 @@ async fn idle_connections_past_the_descriptor_limit_cannot_take_health_down() {
 
 #[tokio::test]
 async fn sigterm_with_only_idle_connections_exits_at_once() {
-    let mut server = Server::start(&["--shutdown-timeout", "30"], None, None).await;
+    let mut server = Server::builder()
+        .no_auth()
+        .args(["--shutdown-timeout", "30"])
+        .start();
     let mut idle = Vec::new();
     for i in 0..20 {
-        let mut s = TcpStream::connect(&server.addr).await.unwrap();
+        let mut s = TcpStream::connect(server.addr).await.unwrap();
         if i % 2 == 0 {
             // Half-sent headers.
             s.write_all(b"GET /heal").await.unwrap();
@@ -210,19 +119,15 @@ async fn sigterm_with_only_idle_connections_exits_at_once() {
         }
         idle.push(s);
     }
-    server.terminate();
     // The shutdown timeout is 30 s; idle connections must not be waited for at all.
-    let status = tokio::time::timeout(Duration::from_secs(3), server.child.wait())
-        .await
-        .expect("SIGTERM waited for idle connections")
-        .unwrap();
+    let status = server.stop(Duration::from_secs(3)).await;
     assert!(status.success(), "{status}");
 }
 
 #[tokio::test]
 async fn bad_requests_do_not_turn_into_log_volume() {
-    let mut server = Server::start(&[], None, None).await;
-    let client = reqwest::Client::new();
+    let mut server = Server::builder().no_auth().start();
+    let client = &server.client;
     let huge_agent = "A".repeat(300 * 1024);
     for _ in 0..5 {
         let res = client
@@ -241,8 +146,7 @@ async fn bad_requests_do_not_turn_into_log_volume() {
             .unwrap();
         assert_eq!(res.status(), 415);
     }
-    server.terminate();
-    server.child.wait().await.unwrap();
+    server.stop(Duration::from_secs(15)).await;
     let log = server.log();
     // Start-up and shutdown lines only: routine client errors are not logged by default.
     assert!(
@@ -259,8 +163,8 @@ async fn bad_requests_do_not_turn_into_log_volume() {
 
 #[tokio::test]
 async fn with_info_logging_each_failed_request_is_one_clipped_line() {
-    let mut server = Server::start(&[], None, Some("info")).await;
-    let client = reqwest::Client::new();
+    let mut server = Server::builder().no_auth().env("RUST_LOG", "info").start();
+    let client = &server.client;
     let huge_type = format!("text/{}", "x".repeat(100 * 1024));
     for _ in 0..5 {
         let res = client
@@ -272,8 +176,7 @@ async fn with_info_logging_each_failed_request_is_one_clipped_line() {
             .unwrap();
         assert_eq!(res.status(), 415);
     }
-    server.terminate();
-    server.child.wait().await.unwrap();
+    server.stop(Duration::from_secs(15)).await;
     let log = server.log();
     let lines: Vec<&str> = log
         .lines()

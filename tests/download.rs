@@ -1,5 +1,7 @@
 //! `train --download` against a mirror on loopback: good files kept, corrupted ones refused.
 
+mod common;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,25 +9,19 @@ use std::path::{Path, PathBuf};
 use mnist_api::data::download::{fetch_all, DownloadError};
 use mnist_api::data::{self, FILES};
 
+use common::mnist_input;
+
 fn shared_mnist() -> Option<PathBuf> {
-    let dir = std::env::var_os("MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"));
-    if FILES.iter().all(|f| dir.join(format!("{f}.gz")).is_file()) {
-        Some(dir)
-    } else {
-        // CI must prove the data path works: a missing input there is a failure, not a skip.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and the MNIST files are missing: {}",
-            dir.display()
-        );
-        eprintln!(
-            "SKIPPED: gzipped MNIST files not found in {}",
-            dir.display()
-        );
-        None
-    }
+    mnist_input(|dir| {
+        if FILES.iter().all(|f| dir.join(format!("{f}.gz")).is_file()) {
+            Ok(dir.to_path_buf())
+        } else {
+            Err(format!(
+                "gzipped MNIST files not found in {}",
+                dir.display()
+            ))
+        }
+    })
 }
 
 async fn serve(dir: PathBuf) -> SocketAddr {

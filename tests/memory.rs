@@ -4,101 +4,28 @@
 //! Peak RSS is read from the kernel (`VmHWM` in /proc/PID/status), which is why the server runs
 //! as its own process here rather than inside the test.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ColorType, ExtendedColorType, ImageEncoder, ImageFormat};
 use mnist_api::config::DEFAULT_DECODE_MEMORY;
 use mnist_api::preprocess::{decode_cost, DEFAULT_MAX_IMAGE_MEMORY};
-use reqwest::multipart::{Form, Part};
+
+use common::{output_text, run, weights_path, Endpoint, Server, TRAIN};
 
 const MIB: u64 = 1024 * 1024;
 
-fn weights() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mnist_cnn.safetensors")
-}
-
-/// The server binary, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    fn start(args: &[&str]) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-api"))
-            .args(["--no-auth", "--bind", "127.0.0.1:0", "--weights"])
-            .arg(weights())
-            .arg("--users")
-            .arg(dir.path().join("users.json"))
-            .args(args)
-            .env("OTEL_TRACES_EXPORTER", "none")
-            // The address is learnt from the `listening` line.
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the server did not start:\n{}", log.lock().unwrap());
-            }
-        };
-        Server {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/predict", self.addr)
-    }
-
-    /// Peak resident memory so far, bytes.
-    fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("no VmHWM in /proc/PID/status");
-        kib * 1024
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Peak resident memory of `server` so far, bytes.
+fn peak_rss(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("no VmHWM in /proc/PID/status");
+    kib * 1024
 }
 
 /// A PNG of `width`x`height` white paper with one thick black stroke, in `color`: it compresses
@@ -142,9 +69,8 @@ fn worst_case_png() -> (Vec<u8>, u64) {
     (png, cost(height, 0))
 }
 
-async fn post(client: &reqwest::Client, url: &str, png: Vec<u8>) -> (u16, Option<String>, String) {
-    let form = Form::new().part("file", Part::bytes(png).file_name("digit.png"));
-    let res = client.post(url).multipart(form).send().await.unwrap();
+async fn post(server: &Endpoint, png: Vec<u8>) -> (u16, Option<String>, String) {
+    let res = server.predict(None, vec![png]).await;
     let status = res.status().as_u16();
     let retry = res
         .headers()
@@ -163,20 +89,18 @@ async fn sixty_four_concurrent_worst_case_images_keep_the_server_under_256_mib()
     assert!(worst.len() < 512 * 1024, "{} bytes", worst.len());
     // The bomb: 4096x4096 16-bit RGBA, 128 MiB decoded.
     let bomb = digit_png(4096, 4096, ColorType::Rgba16);
-    let server = Server::start(&[]);
-    let client = reqwest::Client::new();
-    let url = server.url();
+    let server = Server::builder().no_auth().start();
     let requests = (0..64).map(|i| {
-        let (client, url) = (client.clone(), url.clone());
+        let api = Endpoint::clone(&server);
         let png = if i % 8 == 7 {
             bomb.clone()
         } else {
             worst.clone()
         };
-        tokio::spawn(async move { post(&client, &url, png).await })
+        tokio::spawn(async move { post(&api, png).await })
     });
     let answers = futures_util::future::join_all(requests).await;
-    let peak = server.peak_rss();
+    let peak = peak_rss(&server);
     eprintln!(
         "peak RSS under 64 concurrent worst-case images: {:.1} MiB",
         peak as f64 / MIB as f64
@@ -198,7 +122,7 @@ async fn sixty_four_concurrent_worst_case_images_keep_the_server_under_256_mib()
                 assert!(body.contains("\"code\":\"overloaded\""), "{body}");
                 assert!(retry.is_some(), "503 without Retry-After: {body}");
             }
-            other => panic!("{other}: {body}\n{}", server.log.lock().unwrap()),
+            other => panic!("{other}: {body}\n{}", server.log()),
         }
     }
     eprintln!("answers: {counts:?}");
@@ -220,11 +144,13 @@ async fn sixty_four_concurrent_worst_case_images_keep_the_server_under_256_mib()
 
 #[tokio::test]
 async fn an_image_over_the_per_image_limit_is_refused_with_its_need_and_the_limit() {
-    let server = Server::start(&["--max-image-memory", "5000000"]);
-    let client = reqwest::Client::new();
+    let server = Server::builder()
+        .no_auth()
+        .args(["--max-image-memory", "5000000"])
+        .start();
     // 1000x1000 RGB: 3 MB decoded and 4 MB of grey levels.
     let big = digit_png(1000, 1000, ColorType::Rgb8);
-    let (status, _, body) = post(&client, &server.url(), big).await;
+    let (status, _, body) = post(&server, big).await;
     assert_eq!(status, 413, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], "image_too_large");
@@ -237,7 +163,7 @@ async fn an_image_over_the_per_image_limit_is_refused_with_its_need_and_the_limi
     assert!(msg.contains("per-image limit of 5000000 bytes"), "{msg}");
     // Smaller images still go through.
     let small = digit_png(300, 300, ColorType::Rgb8);
-    let (status, _, body) = post(&client, &server.url(), small).await;
+    let (status, _, body) = post(&server, small).await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -246,19 +172,15 @@ async fn images_that_find_the_decode_budget_taken_get_503_with_retry_after() {
     // Room for one 1500x1500 image at a time, and no waiting.
     let one = decode_cost(ImageFormat::Png, 1500, 1500, ColorType::Rgb8, 3, 0);
     let budget = (one + one / 2).to_string();
-    let server = Server::start(&[
-        "--decode-memory",
-        &budget,
-        "--max-image-memory",
-        &budget,
-        "--decode-wait-ms",
-        "0",
-    ]);
-    let client = reqwest::Client::new();
+    let server = Server::builder()
+        .no_auth()
+        .args(["--decode-memory", &budget, "--max-image-memory", &budget])
+        .args(["--decode-wait-ms", "0"])
+        .start();
     let png = digit_png(1500, 1500, ColorType::Rgb8);
     let requests = (0..16).map(|_| {
-        let (client, url, png) = (client.clone(), server.url(), png.clone());
-        tokio::spawn(async move { post(&client, &url, png).await })
+        let (api, png) = (Endpoint::clone(&server), png.clone());
+        tokio::spawn(async move { post(&api, png).await })
     });
     let mut statuses = Vec::new();
     for answer in futures_util::future::join_all(requests).await {
@@ -280,52 +202,24 @@ async fn images_that_find_the_decode_budget_taken_get_503_with_retry_after() {
     assert!(statuses.contains(&200), "{statuses:?}");
 }
 
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(bin)
-        .args(args)
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn a_per_image_limit_over_the_shared_budget_stops_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users.json");
-    let o = run(
-        env!("CARGO_BIN_EXE_mnist-api"),
-        &[
-            "--no-auth",
-            "--bind",
-            "127.0.0.1:0",
-            "--weights",
-            weights().to_str().unwrap(),
-            "--users",
-            users.to_str().unwrap(),
+    let out = Server::builder()
+        .no_auth()
+        .args([
             "--max-image-memory",
             &(DEFAULT_DECODE_MEMORY + 1).to_string(),
-        ],
-    );
-    assert!(!o.status.success(), "{}", text(&o));
+        ])
+        .start_fails();
     assert!(
-        text(&o).contains("--max-image-memory (167772161) is larger than --decode-memory"),
-        "{}",
-        text(&o)
+        out.contains("--max-image-memory (167772161) is larger than --decode-memory"),
+        "{out}"
     );
 }
 
 /// The shipped weights with every value of every tensor replaced by NaN, header unchanged.
 fn nan_weights(dir: &Path) -> PathBuf {
-    let bytes = std::fs::read(weights()).unwrap();
+    let bytes = std::fs::read(weights_path()).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
@@ -357,22 +251,8 @@ fn nan_weights(dir: &Path) -> PathBuf {
 fn nan_weights_stop_the_server_and_the_evaluator_naming_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let nan = nan_weights(dir.path());
+    let out = Server::builder().no_auth().weights(&nan).start_fails();
     let nan = nan.to_str().unwrap();
-    let users = dir.path().join("users.json");
-    let o = run(
-        env!("CARGO_BIN_EXE_mnist-api"),
-        &[
-            "--no-auth",
-            "--bind",
-            "127.0.0.1:0",
-            "--weights",
-            nan,
-            "--users",
-            users.to_str().unwrap(),
-        ],
-    );
-    assert!(!o.status.success(), "the server started: {}", text(&o));
-    let out = text(&o);
     assert!(out.contains(&format!("{nan}: tensor `")), "{out}");
     assert!(
         out.contains("values are not finite (first: NaN at index 0)"),
@@ -380,9 +260,9 @@ fn nan_weights_stop_the_server_and_the_evaluator_naming_file_and_tensor() {
     );
     assert!(!out.contains("listening"), "{out}");
 
-    let o = run(env!("CARGO_BIN_EXE_train"), &["--eval", nan]);
-    assert!(!o.status.success(), "{}", text(&o));
-    let out = text(&o);
+    let o = run(TRAIN, &["--eval", nan], "");
+    assert!(!o.status.success(), "{}", output_text(&o));
+    let out = output_text(&o);
     assert!(out.contains(&format!("{nan}: tensor `")), "{out}");
     assert!(out.contains("values are not finite"), "{out}");
 }

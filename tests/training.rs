@@ -1,30 +1,26 @@
 //! Training, evaluation and the committed weights, on the real MNIST files.
 
+mod common;
+
 use std::path::PathBuf;
 
 use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights;
 
+use common::mnist_input;
+
 fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("MNIST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/mnist"));
-    if mnist_api::data::is_present(&dir) {
-        Some(dir)
-    } else {
-        // CI must prove the data path works: a missing input there is a failure, not a skip.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true and the MNIST files are missing: {}",
-            dir.display()
-        );
-        eprintln!(
-            "SKIPPED: MNIST files not found in {} (set MNIST_DIR or run `make data`)",
-            dir.display()
-        );
-        None
-    }
+    mnist_input(|dir| {
+        if mnist_api::data::is_present(dir) {
+            Ok(dir.to_path_buf())
+        } else {
+            Err(format!(
+                "MNIST files not found in {} (set MNIST_DIR or run `make data`)",
+                dir.display()
+            ))
+        }
+    })
 }
 
 #[test]

@@ -2,53 +2,18 @@
 //! assets with the right types and caching. The page's behaviour is tested in a real browser
 //! by `scripts/browser-test.sh`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod common;
 
-use clap::Parser;
-use mnist_api::auth::Secret;
-use mnist_api::config::Cli;
-use mnist_api::startup::Application;
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
-use tokio::sync::oneshot;
 
-/// A server without users (`--no-auth`: the page itself needs none), stopped on drop.
-struct TestApp {
-    addr: SocketAddr,
-    _stop: oneshot::Sender<()>,
-}
+use common::Server;
 
-impl TestApp {
-    async fn spawn() -> Self {
-        let weights =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/mnist_cnn.safetensors");
-        let cli = Cli::try_parse_from([
-            "mnist-api",
-            "--bind",
-            "127.0.0.1:0",
-            "--weights",
-            weights.to_str().unwrap(),
-            "--no-auth",
-            "--jaeger-ui-url",
-            "http://jaeger.test:16686/",
-        ])
-        .unwrap();
-        let app = Application::build(&cli.serve, Some(Secret::new(b"web test".to_vec())))
-            .await
-            .unwrap();
-        let addr = app.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        Self { addr, _stop: stop }
-    }
-
-    async fn get(&self, path: &str) -> reqwest::Response {
-        reqwest::get(format!("http://{}{path}", self.addr))
-            .await
-            .unwrap()
-    }
+/// A server without users (`--no-auth`: the page itself needs none).
+fn spawn() -> Server {
+    Server::builder()
+        .no_auth()
+        .args(["--jaeger-ui-url", "http://jaeger.test:16686/"])
+        .start()
 }
 
 fn header(res: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> &str {
@@ -60,7 +25,7 @@ fn header(res: &reqwest::Response, name: impl reqwest::header::AsHeaderName) -> 
 
 #[tokio::test]
 async fn the_page_is_html_with_a_canvas_and_the_jaeger_url() {
-    let app = TestApp::spawn().await;
+    let app = spawn();
     let res = app.get("/").await;
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, CONTENT_TYPE), "text/html; charset=utf-8");
@@ -73,7 +38,7 @@ async fn the_page_is_html_with_a_canvas_and_the_jaeger_url() {
 
 #[tokio::test]
 async fn the_assets_are_served_with_their_content_types() {
-    let app = TestApp::spawn().await;
+    let app = spawn();
     for (path, content_type, needle) in [
         (
             "/assets/app.js",
@@ -93,12 +58,13 @@ async fn the_assets_are_served_with_their_content_types() {
 
 #[tokio::test]
 async fn a_revalidation_with_the_same_etag_is_an_empty_304() {
-    let app = TestApp::spawn().await;
+    let app = spawn();
     let first = app.get("/assets/app.js").await;
     let etag = header(&first, ETAG).to_string();
     assert!(!etag.is_empty());
-    let res = reqwest::Client::new()
-        .get(format!("http://{}/assets/app.js", app.addr))
+    let res = app
+        .client
+        .get(app.url("/assets/app.js"))
         .header(IF_NONE_MATCH, &etag)
         .send()
         .await
@@ -110,7 +76,7 @@ async fn a_revalidation_with_the_same_etag_is_an_empty_304() {
 
 #[tokio::test]
 async fn an_unknown_asset_is_the_usual_json_404() {
-    let app = TestApp::spawn().await;
+    let app = spawn();
     let res = app.get("/assets/nope.js").await;
     assert_eq!(res.status(), 404);
     let body: serde_json::Value = res.json().await.unwrap();

@@ -1,8 +1,8 @@
-use crate::helpers::spawn_app;
+use crate::common::spawn_app;
 
 #[tokio::test]
 async fn openapi_describes_every_endpoint_the_server_answers() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app.get("/openapi.json").await;
     assert_eq!(res.status(), 200);
     let doc: serde_json::Value = res.json().await.unwrap();
@@ -27,7 +27,7 @@ async fn openapi_describes_every_endpoint_the_server_answers() {
 
 #[tokio::test]
 async fn docs_page_and_its_assets_are_served_from_the_binary() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let page = app.get("/docs").await;
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap();

@@ -1,8 +1,8 @@
-use crate::helpers::spawn_app;
+use crate::common::spawn_app;
 
 #[tokio::test]
 async fn health_answers_ok() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app.get("/health").await;
     assert_eq!(res.status(), 200);
     assert_eq!(
@@ -13,7 +13,7 @@ async fn health_answers_ok() {
 
 #[tokio::test]
 async fn model_endpoint_describes_the_loaded_weights() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app.get("/model").await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();

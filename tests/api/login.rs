@@ -1,27 +1,16 @@
-use std::io::Write;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
-use mnist_api::auth::Users;
 use serde_json::json;
-use tempfile::TempDir;
 
-use clap::Parser;
-use mnist_api::auth::Secret;
-use mnist_api::config::Cli;
-use mnist_api::startup::Application;
-use std::net::SocketAddr;
-use tokio::sync::oneshot;
-
-use crate::helpers::{
-    error_of, spawn_app, spawn_app_with, weights_path, TestApp, PASSWORD, SECRET, USER,
+use crate::common::{
+    error_of, output_text, run, spawn_app, Endpoint, Server, MNIST_API, PASSWORD, SECRET, USER,
 };
 
 #[tokio::test]
 async fn valid_credentials_get_a_bearer_token() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app
         .login_json(json!({"username": USER, "password": PASSWORD}))
         .await;
@@ -35,7 +24,7 @@ async fn valid_credentials_get_a_bearer_token() {
 
 #[tokio::test]
 async fn missing_fields_get_the_original_message() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     for body in [
         json!({}),
         json!({"username": USER}),
@@ -57,7 +46,7 @@ async fn missing_fields_get_the_original_message() {
 
 #[tokio::test]
 async fn malformed_bodies_are_400_not_500() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     for (ct, body) in [
         ("application/json", "{not json"),
         ("text/plain", "username=alice"),
@@ -78,7 +67,7 @@ async fn malformed_bodies_are_400_not_500() {
 
 #[tokio::test]
 async fn wrong_password_and_unknown_user_look_the_same() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let wrong = error_of(
         app.login_json(json!({"username": USER, "password": "nope"}))
             .await,
@@ -95,7 +84,7 @@ async fn wrong_password_and_unknown_user_look_the_same() {
 
 #[tokio::test]
 async fn oversized_login_body_is_413() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app
         .login_json(json!({"username": USER, "password": "x".repeat(100_000)}))
         .await;
@@ -114,24 +103,8 @@ fn client_from(ip: &str) -> reqwest::Client {
         .unwrap()
 }
 
-/// What the tests below need of a running server: its own [`TestApp`], or one on a users file
-/// the test controls.
-trait Server {
-    fn url(&self, path: &str) -> String;
-    fn client(&self) -> &reqwest::Client;
-}
-
-impl Server for TestApp {
-    fn url(&self, path: &str) -> String {
-        TestApp::url(self, path)
-    }
-    fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-}
-
 async fn login_from(
-    app: &impl Server,
+    app: &Endpoint,
     client: &reqwest::Client,
     user: &str,
     password: &str,
@@ -160,13 +133,14 @@ async fn assert_throttled(res: reqwest::Response) -> u64 {
 
 #[tokio::test]
 async fn failed_logins_for_one_username_are_throttled_from_any_address() {
-    let app = spawn_app_with(&[
-        "--login-attempts-per-user",
-        "3",
-        "--login-attempts-per-address",
-        "1000",
-    ])
-    .await;
+    let app = Server::builder()
+        .args([
+            "--login-attempts-per-user",
+            "3",
+            "--login-attempts-per-address",
+            "1000",
+        ])
+        .start();
     let here = client_from("127.0.0.1");
     for _ in 0..3 {
         let res = login_from(&app, &here, USER, "wrong").await;
@@ -186,13 +160,14 @@ async fn failed_logins_for_one_username_are_throttled_from_any_address() {
 
 #[tokio::test]
 async fn failed_logins_from_one_address_are_throttled_for_any_username() {
-    let app = spawn_app_with(&[
-        "--login-attempts-per-user",
-        "1000",
-        "--login-attempts-per-address",
-        "3",
-    ])
-    .await;
+    let app = Server::builder()
+        .args([
+            "--login-attempts-per-user",
+            "1000",
+            "--login-attempts-per-address",
+            "3",
+        ])
+        .start();
     let attacker = client_from("127.0.0.3");
     for i in 0..3 {
         let res = login_from(&app, &attacker, &format!("guess{i}"), "wrong").await;
@@ -207,13 +182,14 @@ async fn failed_logins_from_one_address_are_throttled_for_any_username() {
 
 #[tokio::test]
 async fn a_user_logs_in_from_elsewhere_while_another_user_and_address_are_throttled() {
-    let app = spawn_app_with(&[
-        "--login-attempts-per-user",
-        "2",
-        "--login-attempts-per-address",
-        "2",
-    ])
-    .await;
+    let app = Server::builder()
+        .args([
+            "--login-attempts-per-user",
+            "2",
+            "--login-attempts-per-address",
+            "2",
+        ])
+        .start();
     let attacker = client_from("127.0.0.5");
     for _ in 0..2 {
         let res = login_from(&app, &attacker, "mallory", "wrong").await;
@@ -229,7 +205,7 @@ async fn a_user_logs_in_from_elsewhere_while_another_user_and_address_are_thrott
 
 #[tokio::test]
 async fn the_token_response_must_not_be_cached() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let res = app
         .login_json(json!({"username": USER, "password": PASSWORD}))
         .await;
@@ -240,7 +216,7 @@ async fn the_token_response_must_not_be_cached() {
 
 #[tokio::test]
 async fn the_login_schema_refuses_empty_credentials() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let doc: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
     let props = &doc["components"]["schemas"]["LoginRequest"]["properties"];
     assert_eq!(props["username"]["minLength"], 1, "{props}");
@@ -279,9 +255,9 @@ fn forge(header: serde_json::Value, claims: serde_json::Value) -> String {
 
 /// Status and code of `/predict` with `token` and an empty form: 400 `bad_multipart` means
 /// the token was accepted and the body looked at.
-async fn predict_with(app: &impl Server, token: &str) -> (u16, String) {
+async fn predict_with(app: &Endpoint, token: &str) -> (u16, String) {
     let res = app
-        .client()
+        .client
         .post(app.url("/predict"))
         .bearer_auth(token)
         .multipart(reqwest::multipart::Form::new())
@@ -292,16 +268,9 @@ async fn predict_with(app: &impl Server, token: &str) -> (u16, String) {
     (status, code)
 }
 
-async fn token_of(app: &impl Server, user: &str, password: &str) -> String {
-    let res = login_from(app, app.client(), user, password).await;
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
-    body["access_token"].as_str().unwrap().to_string()
-}
-
 #[tokio::test]
 async fn tokens_not_yet_valid_with_critical_extensions_or_for_no_user_are_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let genuine = claims_of(&app.token().await);
     let header = json!({"alg": "HS256", "typ": "JWT"});
     // Control: the server's own claims, re-signed, get through.
@@ -332,96 +301,21 @@ async fn tokens_not_yet_valid_with_critical_extensions_or_for_no_user_are_refuse
 }
 
 /// A server on its own users file, which the test then changes with the CLI.
-struct UsersServer {
-    addr: SocketAddr,
-    client: reqwest::Client,
-    users: PathBuf,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: TempDir,
-}
-
-impl Server for UsersServer {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
-    }
-    fn client(&self) -> &reqwest::Client {
-        &self.client
-    }
-}
-
-impl Drop for UsersServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn spawn_with_users_file() -> UsersServer {
-    let dir = tempfile::tempdir().unwrap();
-    let users = dir.path().join("users.json");
-    let mut u = Users::default();
-    u.set_password(USER, PASSWORD).unwrap();
-    u.set_password("bob", "bobs-password").unwrap();
-    u.save(&users).unwrap();
-    let weights = weights_path();
-    let cli = Cli::try_parse_from([
-        "mnist-api",
-        "--bind",
-        "127.0.0.1:0",
-        "--weights",
-        weights.to_str().unwrap(),
-        "--users",
-        users.to_str().unwrap(),
-    ])
-    .unwrap();
-    let app = Application::build(&cli.serve, Some(Secret::new(SECRET.to_vec())))
-        .await
-        .unwrap();
-    let addr = app.local_addr();
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    UsersServer {
-        addr,
-        client: reqwest::Client::new(),
-        users,
-        stop: Some(stop),
-        _dir: dir,
-    }
+fn spawn_with_users_file() -> Server {
+    Server::builder().user("bob", "bobs-password").start()
 }
 
 /// `mnist-api --users FILE user ARGS…` with `stdin`, as an administrator would run it.
 fn cli(users: &Path, args: &[&str], stdin: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-api"))
-        .arg("--users")
-        .arg(users)
-        .arg("user")
-        .args(args)
-        .env("OTEL_TRACES_EXPORTER", "none")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let users = users.to_str().unwrap();
+    let argv = [&["--users", users, "user"], args].concat();
+    let out = run(MNIST_API, &argv, stdin);
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 /// Polls until `/predict` with `token` gives `want`; the server looks at the users file at
 /// most every 250 ms, so the change shows within a fraction of a second.
-async fn eventually(app: &impl Server, token: &str, want: (u16, &str)) {
+async fn eventually(app: &Endpoint, token: &str, want: (u16, &str)) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let got = predict_with(app, token).await;
@@ -438,12 +332,12 @@ async fn eventually(app: &impl Server, token: &str, want: (u16, &str)) {
 
 #[tokio::test]
 async fn removing_a_user_revokes_their_tokens_without_a_restart() {
-    let s = spawn_with_users_file().await;
-    let bob = token_of(&s, "bob", "bobs-password").await;
-    let alice = token_of(&s, USER, PASSWORD).await;
+    let s = spawn_with_users_file();
+    let bob = s.token_for("bob", "bobs-password").await;
+    let alice = s.token_for(USER, PASSWORD).await;
     assert_eq!(predict_with(&s, &bob).await.0, 400);
 
-    cli(&s.users, &["remove", "bob"], "");
+    cli(s.users_file(), &["remove", "bob"], "");
     eventually(&s, &bob, (401, "token_revoked")).await;
     let res = login_from(&s, &s.client, "bob", "bobs-password").await;
     assert_eq!(error_of(res).await.0, 401);
@@ -453,22 +347,22 @@ async fn removing_a_user_revokes_their_tokens_without_a_restart() {
 
 #[tokio::test]
 async fn a_password_change_revokes_older_tokens_and_the_new_password_works() {
-    let s = spawn_with_users_file().await;
-    let old = token_of(&s, USER, PASSWORD).await;
-    cli(&s.users, &["passwd", USER], "a-brand-new-password\n");
+    let s = spawn_with_users_file();
+    let old = s.token_for(USER, PASSWORD).await;
+    cli(s.users_file(), &["passwd", USER], "a-brand-new-password\n");
     eventually(&s, &old, (401, "token_revoked")).await;
 
     let res = login_from(&s, &s.client, USER, PASSWORD).await;
     assert_eq!(error_of(res).await.0, 401, "old password refused");
-    let new = token_of(&s, USER, "a-brand-new-password").await;
+    let new = s.token_for(USER, "a-brand-new-password").await;
     assert_eq!(predict_with(&s, &new).await.0, 400);
 }
 
 #[tokio::test]
 async fn a_users_file_turned_invalid_keeps_the_last_good_users() {
-    let s = spawn_with_users_file().await;
-    let token = token_of(&s, USER, PASSWORD).await;
-    std::fs::write(&s.users, "{not json").unwrap();
+    let s = spawn_with_users_file();
+    let token = s.token_for(USER, PASSWORD).await;
+    std::fs::write(s.users_file(), "{not json").unwrap();
     // Give the server several chances to look at the broken file.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(predict_with(&s, &token).await.0, 400);

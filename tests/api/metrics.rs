@@ -1,6 +1,4 @@
-use image::{GrayImage, Luma};
-
-use crate::helpers::{png, spawn_app, TestApp};
+use crate::common::{digit, spawn_app, Server};
 
 /// Sum of the samples of `series` (a metric name, optionally with some labels) in the scrape.
 fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
@@ -12,7 +10,7 @@ fn total(text: &str, name: &str, labels: &[&str]) -> f64 {
         .sum()
 }
 
-async fn scrape(app: &TestApp) -> String {
+async fn scrape(app: &Server) -> String {
     let res = app.get("/metrics").await;
     assert_eq!(res.status(), 200);
     let ct = res.headers()["content-type"].to_str().unwrap().to_string();
@@ -22,22 +20,14 @@ async fn scrape(app: &TestApp) -> String {
 
 #[tokio::test]
 async fn metrics_move_with_traffic() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let before = scrape(&app).await;
     let token = app.token().await;
-    let one = GrayImage::from_fn(28, 28, |x, y| {
-        Luma([if (13..16).contains(&x) && (4..24).contains(&y) {
-            255
-        } else {
-            0
-        }])
-    });
-    let res = app.predict(Some(&token), vec![png(one)]).await;
+    let res = app.predict(Some(&token), vec![digit("one")]).await;
     assert_eq!(res.status(), 200);
     assert_eq!(app.get("/no-such-page").await.status(), 404);
     let after = scrape(&app).await;
 
-    // Other tests share this process's recorder, so counts may move by more than ours.
     let moved = |name: &str, labels: &[&str]| {
         let (a, b) = (total(&before, name, labels), total(&after, name, labels));
         assert!(b > a, "{name} {labels:?} did not move: {a} -> {b}\n{after}");

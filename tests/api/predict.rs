@@ -2,11 +2,13 @@ use futures_util::{stream, StreamExt};
 use image::{imageops, DynamicImage, GrayImage, ImageFormat, Luma, Rgba, RgbaImage};
 use mnist_api::training;
 
-use crate::helpers::{digit_image, encode, mnist_test, png, spawn_app, spawn_app_with, TestApp};
+use crate::common::{
+    digit_image, encode, mnist_test, png, spawn_app, weights_path, Endpoint, Server,
+};
 
 const DIGITS: usize = 500;
 
-async fn classify_all(app: &TestApp, token: &str, files: Vec<Vec<u8>>) -> Vec<u8> {
+async fn classify_all(app: &Endpoint, token: &str, files: Vec<Vec<u8>>) -> Vec<u8> {
     stream::iter(files)
         .map(|f| async move {
             let res = app.predict(Some(token), vec![f]).await;
@@ -22,12 +24,12 @@ async fn classify_all(app: &TestApp, token: &str, files: Vec<Vec<u8>>) -> Vec<u8
 #[tokio::test]
 async fn mnist_digits_over_http_match_the_offline_model() {
     let Some(test) = mnist_test() else { return };
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     let files: Vec<Vec<u8>> = (0..DIGITS).map(|i| png(digit_image(test, i))).collect();
     let served = classify_all(&app, &token, files).await;
 
-    let offline_net = mnist_api::weights::load(&crate::helpers::weights_path()).unwrap();
+    let offline_net = mnist_api::weights::load(&weights_path()).unwrap();
     let subset = test.take(DIGITS);
     let mut offline = Vec::new();
     for i in 0..DIGITS {
@@ -64,7 +66,7 @@ async fn mnist_digits_over_http_match_the_offline_model() {
 #[tokio::test]
 async fn inverted_rgb_jpegs_at_three_times_the_size_still_work() {
     let Some(test) = mnist_test() else { return };
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     let files: Vec<Vec<u8>> = (0..DIGITS)
         .map(|i| {
@@ -100,7 +102,7 @@ fn canvas_with(draw: impl Fn(i32, i32) -> bool) -> Vec<u8> {
 
 #[tokio::test]
 async fn canvas_drawings_are_classified() {
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     // A vertical stroke in the top-left area: a one.
     let one = canvas_with(|x, y| (90..108).contains(&x) && (40..240).contains(&y));
@@ -122,7 +124,7 @@ async fn canvas_drawings_are_classified() {
 async fn a_scaled_mnist_seven_on_white_paper_is_a_seven() {
     let Some(test) = mnist_test() else { return };
     assert_eq!(test.labels[0], 7);
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     let mut g = imageops::resize(
         &digit_image(test, 0),
@@ -141,7 +143,7 @@ async fn a_scaled_mnist_seven_on_white_paper_is_a_seven() {
 #[tokio::test]
 async fn response_has_probabilities_and_model_identity() {
     let Some(test) = mnist_test() else { return };
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     let res = app
         .predict(Some(&token), vec![png(digit_image(test, 1))])
@@ -168,7 +170,7 @@ async fn response_has_probabilities_and_model_identity() {
 #[tokio::test]
 async fn several_files_get_one_result_each_in_order() {
     let Some(test) = mnist_test() else { return };
-    let app = spawn_app().await;
+    let app = spawn_app();
     let token = app.token().await;
     let files: Vec<Vec<u8>> = (0..6).map(|i| png(digit_image(test, i))).collect();
     let res = app.predict(Some(&token), files).await;
@@ -186,7 +188,7 @@ async fn several_files_get_one_result_each_in_order() {
 
 #[tokio::test]
 async fn no_auth_mode_needs_no_token() {
-    let app = spawn_app_with(&["--no-auth"]).await;
+    let app = Server::builder().no_auth().start();
     let one = canvas_with(|x, y| (290..310).contains(&x) && (100..300).contains(&y));
     let res = app.predict(None, vec![one]).await;
     assert_eq!(res.status(), 200);

@@ -1,91 +1,128 @@
-//! The Dockerfile read as Docker would: stages, their instructions, ENV, COPY and HEALTHCHECK.
+//! The Dockerfile as `parse-dockerfile` reads it: each stage's base image, name, ENV, COPY and
+//! the other instructions the tests check.
 
 use std::collections::BTreeMap;
 
+use parse_dockerfile::{Command, HealthcheckArguments, Instruction, JsonOrStringArray, Source};
+
 use crate::helpers::read;
 
-/// One Dockerfile instruction, continuation lines joined and comments dropped.
-#[derive(Debug)]
-struct Instruction {
-    keyword: String,
-    args: String,
-}
-
-/// A build stage: its base image (global ARGs substituted) and its instructions.
-#[derive(Debug)]
+/// A build stage.
+#[derive(Default)]
 pub struct Stage {
+    /// The base image, global ARGs substituted.
     pub from: String,
     pub name: Option<String>,
-    body: Vec<Instruction>,
+    pub env: BTreeMap<String, String>,
+    pub copies: Vec<Copy>,
+    pub users: Vec<String>,
+    pub volumes: Vec<String>,
+    pub exposed: Vec<String>,
+    /// Each RUN's shell text.
+    pub runs: Vec<String>,
+    /// Each HEALTHCHECK's command in exec form, `None` in shell form or for `NONE`.
+    healthchecks: Vec<Option<Vec<String>>>,
 }
 
 impl Stage {
-    pub fn all(&self, keyword: &str) -> impl Iterator<Item = &str> + '_ {
-        let keyword = keyword.to_string();
-        self.body
-            .iter()
-            .filter(move |i| i.keyword == keyword)
-            .map(|i| i.args.as_str())
+    /// The one HEALTHCHECK's command, in the exec (JSON array) form the tests can run as it is.
+    pub fn healthcheck(&self) -> &[String] {
+        match self.healthchecks.as_slice() {
+            [Some(exec)] => exec,
+            other => panic!("expected one HEALTHCHECK CMD in exec form: {other:?}"),
+        }
     }
+}
 
-    pub fn one(&self, keyword: &str) -> &str {
-        let all: Vec<_> = self.all(keyword).collect();
-        assert_eq!(
-            all.len(),
-            1,
-            "expected one {keyword} in stage {:?}",
-            self.name
-        );
-        all[0]
-    }
+/// A COPY instruction: its `--from` stage, if any, sources and destination.
+pub struct Copy {
+    pub from: Option<String>,
+    pub sources: Vec<String>,
+    pub dest: String,
 }
 
 pub fn dockerfile() -> Vec<Stage> {
     let text = read("Dockerfile");
-    let mut logical = Vec::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
-            continue;
-        }
-        if let Some(head) = trimmed.strip_suffix('\\') {
-            current.push_str(head);
-            current.push(' ');
-        } else {
-            current.push_str(trimmed);
-            logical.push(std::mem::take(&mut current));
-        }
-    }
-    assert!(current.is_empty(), "Dockerfile ends inside a continuation");
-
-    let mut global_args = BTreeMap::new();
-    let mut stages: Vec<Stage> = Vec::new();
-    for line in logical {
-        let (keyword, args) = line.split_once(char::is_whitespace).unwrap_or((&line, ""));
-        let keyword = keyword.to_ascii_uppercase();
-        let args = args.trim().to_string();
-        if keyword == "FROM" {
-            let words: Vec<&str> = args.split_whitespace().collect();
-            let from = substitute(words[0], &global_args);
-            let name = match words.as_slice() {
-                [_, kw, name] if kw.eq_ignore_ascii_case("as") => Some(name.to_string()),
-                _ => None,
+    let file = parse_dockerfile::parse(&text).unwrap_or_else(|e| panic!("Dockerfile: {e}"));
+    let args: BTreeMap<String, String> = file
+        .global_args()
+        .map(|a| {
+            let (k, v) = a
+                .arguments
+                .value
+                .split_once('=')
+                .unwrap_or((&a.arguments.value, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let stages: Vec<Stage> = file
+        .stages()
+        .map(|s| {
+            let mut stage = Stage {
+                from: substitute(&s.from.image.value, &args),
+                name: s.from.as_.as_ref().map(|(_, n)| n.value.to_string()),
+                ..Stage::default()
             };
-            stages.push(Stage {
-                from,
-                name,
-                body: Vec::new(),
-            });
-        } else if let Some(stage) = stages.last_mut() {
-            stage.body.push(Instruction { keyword, args });
-        } else if keyword == "ARG" {
-            let (k, v) = args.split_once('=').unwrap_or((&args, ""));
-            global_args.insert(k.to_string(), v.to_string());
-        }
-    }
+            for i in s.instructions {
+                add(&mut stage, i);
+            }
+            stage
+        })
+        .collect();
     assert!(stages.len() >= 2, "the Dockerfile should be multi-stage");
     stages
+}
+
+fn add(stage: &mut Stage, instruction: &Instruction) {
+    match instruction {
+        Instruction::Env(env) => stage.env.extend(env_pairs(&env.arguments.value)),
+        Instruction::Copy(copy) => stage.copies.push(Copy {
+            from: copy
+                .options
+                .iter()
+                .find(|f| f.name.value == "from")
+                .and_then(|f| f.value.as_ref())
+                .map(|v| v.value.to_string()),
+            sources: copy
+                .src
+                .iter()
+                .map(|s| match s {
+                    Source::Path(p) => p.value.to_string(),
+                    other => panic!("COPY from a here-document is not handled: {other:?}"),
+                })
+                .collect(),
+            dest: copy.dest.value.to_string(),
+        }),
+        Instruction::User(user) => stage.users.push(user.arguments.value.to_string()),
+        Instruction::Volume(volume) => {
+            let paths = match &volume.arguments {
+                JsonOrStringArray::Json(a) => &a.value[..],
+                JsonOrStringArray::String(a) => &a[..],
+            };
+            stage
+                .volumes
+                .extend(paths.iter().map(|v| v.value.to_string()));
+        }
+        Instruction::Expose(expose) => stage
+            .exposed
+            .extend(expose.arguments.iter().map(|p| p.value.to_string())),
+        Instruction::Run(run) => stage.runs.push(match &run.arguments {
+            Command::Shell(shell) => shell.value.to_string(),
+            Command::Exec(exec) => {
+                let words: Vec<&str> = exec.value.iter().map(|a| a.value.as_ref()).collect();
+                words.join(" ")
+            }
+            other => panic!("RUN of an unknown form: {other:?}"),
+        }),
+        Instruction::Healthcheck(check) => stage.healthchecks.push(match &check.arguments {
+            HealthcheckArguments::Cmd {
+                arguments: Command::Exec(exec),
+                ..
+            } => Some(exec.value.iter().map(|a| a.value.to_string()).collect()),
+            _ => None,
+        }),
+        _ => {}
+    }
 }
 
 /// `${NAME}` and `$NAME` from `vars`.
@@ -99,26 +136,17 @@ fn substitute(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The stage that becomes the image.
-pub fn runtime_stage(stages: &[Stage]) -> &Stage {
-    stages.last().unwrap()
-}
-
-/// `KEY=VALUE …` (or the legacy `KEY VALUE`) of ENV instructions, double quotes removed.
-pub fn env_of(stage: &Stage) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    for args in stage.all("ENV") {
-        let words = shell_words(args);
-        if !words[0].contains('=') {
-            env.insert(words[0].clone(), words[1..].join(" "));
-            continue;
-        }
-        for w in words {
-            let (k, v) = w.split_once('=').unwrap();
-            env.insert(k.to_string(), v.to_string());
-        }
-    }
-    env
+/// `KEY=VALUE …` of an ENV instruction, double quotes removed.
+fn env_pairs(args: &str) -> Vec<(String, String)> {
+    shell_words(args)
+        .iter()
+        .map(|w| {
+            let (k, v) = w
+                .split_once('=')
+                .unwrap_or_else(|| panic!("ENV {args}: the legacy `ENV KEY value` form"));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
 }
 
 /// Splits on whitespace outside double quotes, dropping the quotes.
@@ -143,44 +171,7 @@ fn shell_words(s: &str) -> Vec<String> {
     words
 }
 
-/// A COPY instruction: its `--from` stage, if any, sources and destination.
-pub struct Copy {
-    pub from: Option<String>,
-    pub sources: Vec<String>,
-    pub dest: String,
-}
-
-pub fn copies(stage: &Stage) -> Vec<Copy> {
-    stage
-        .all("COPY")
-        .map(|args| {
-            assert!(
-                !args.starts_with('['),
-                "COPY in JSON form is not handled: {args}"
-            );
-            let words = shell_words(args);
-            let from = words
-                .iter()
-                .find_map(|w| w.strip_prefix("--from="))
-                .map(str::to_string);
-            let mut paths: Vec<String> =
-                words.into_iter().filter(|w| !w.starts_with("--")).collect();
-            let dest = paths.pop().expect("COPY without destination");
-            Copy {
-                from,
-                sources: paths,
-                dest,
-            }
-        })
-        .collect()
-}
-
-/// The HEALTHCHECK command, which must use the exec (JSON array) form.
-pub fn healthcheck_command(stage: &Stage) -> Vec<String> {
-    let args = stage.one("HEALTHCHECK");
-    let (_, cmd) = args
-        .split_once("CMD ")
-        .unwrap_or_else(|| panic!("HEALTHCHECK without CMD: {args}"));
-    serde_json::from_str(cmd.trim())
-        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD is not a JSON array ({e}): {cmd}"))
+/// The stage that becomes the image.
+pub fn runtime_stage(stages: &[Stage]) -> &Stage {
+    stages.last().unwrap()
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use mnist_api::telemetry::parse_exporters;
 
 use crate::compose::{compose, compose_app, compose_env};
-use crate::dockerfile::{dockerfile, env_of, runtime_stage};
+use crate::dockerfile::{dockerfile, runtime_stage};
 use crate::helpers::{flags, read, repo, COMPOSE, K8S_DIR, ROOT};
 use crate::k8s::{k8s_app, k8s_env, k8s_env_value};
 
@@ -67,7 +67,7 @@ fn env_vars_read() -> BTreeMap<String, String> {
 fn every_variable_the_deployments_set_is_one_the_server_reads() {
     let known = env_vars_read();
     let mut unknown = Vec::new();
-    for name in env_of(runtime_stage(&dockerfile())).keys() {
+    for name in runtime_stage(&dockerfile()).env.keys() {
         if !known.contains_key(name) {
             unknown.push(format!("Dockerfile: {name}"));
         }

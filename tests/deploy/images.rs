@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
-use crate::dockerfile::{dockerfile, env_of, runtime_stage};
+use crate::dockerfile::{dockerfile, runtime_stage};
 use crate::helpers::ROOT;
 use crate::k8s::k8s_app;
 
@@ -99,13 +99,16 @@ fn the_builder_rust_is_new_enough_and_both_stages_run_debian_bookworm() {
 fn the_image_runs_as_a_non_root_user_who_can_write_the_users_volume() {
     let stages = dockerfile();
     let image = runtime_stage(&stages);
-    let user = image.one("USER");
+    let [user] = image.users.as_slice() else {
+        panic!("expected one USER: {:?}", image.users);
+    };
     let uid: u32 =
         user.split(':').next().unwrap().parse().unwrap_or_else(|_| {
             panic!("USER {user} is not numeric: runAsNonRoot cannot verify it")
         });
     assert_ne!(uid, 0, "the image runs as root");
-    let users = env_of(image)
+    let users = image
+        .env
         .get("MNIST_API_USERS")
         .cloned()
         .expect("the image leaves the users file in the working directory");
@@ -115,9 +118,9 @@ fn the_image_runs_as_a_non_root_user_who_can_write_the_users_volume() {
         .to_str()
         .unwrap()
         .to_string();
-    let volumes = image.all("VOLUME").collect::<Vec<_>>().join(" ");
+    let volumes = image.volumes.join(" ");
     assert!(volumes.contains(&dir), "{dir} is not a VOLUME");
-    let setup = image.all("RUN").collect::<Vec<_>>().join(" ");
+    let setup = image.runs.join(" ");
     assert!(
         setup.contains("chown") && setup.contains(&uid.to_string()) && setup.contains(&dir),
         "{dir} is not created for uid {uid}"

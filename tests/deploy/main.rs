@@ -5,6 +5,8 @@
 //! environment to show that it comes up, answers `/health`, and passes the image's
 //! HEALTHCHECK.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod compose;
 mod dockerfile;
 mod env;

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeSet;
 
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use serde_yaml::Value;
 
 use crate::compose::{compose, services};
-use crate::dockerfile::{copies, dockerfile, env_of, runtime_stage};
-use crate::helpers::{read, repo, scalar, str_at, yaml_docs, COMPOSE, K8S_DIR};
+use crate::dockerfile::{dockerfile, runtime_stage};
+use crate::helpers::{read, repo, scalar, str_at, yaml_docs, COMPOSE, K8S_DIR, ROOT};
 use crate::k8s::k8s_docs;
 
 #[test]
@@ -39,7 +40,7 @@ fn every_path_the_files_copy_or_reference_exists_in_the_repository() {
     let stages = dockerfile();
     let names: BTreeSet<String> = stages.iter().filter_map(|s| s.name.clone()).collect();
     for stage in &stages {
-        for copy in copies(stage) {
+        for copy in &stage.copies {
             match &copy.from {
                 Some(from) => assert!(names.contains(from), "COPY --from={from}: no such stage"),
                 None => {
@@ -55,12 +56,14 @@ fn every_path_the_files_copy_or_reference_exists_in_the_repository() {
     }
     // The weights the server loads are the ones the image ships.
     let image = runtime_stage(&stages);
-    let weights = env_of(image)
+    let weights = image
+        .env
         .get("MNIST_API_WEIGHTS")
         .cloned()
         .unwrap_or(mnist_api::weights::DEFAULT_PATH.into());
-    let shipped = copies(image)
-        .into_iter()
+    let shipped = image
+        .copies
+        .iter()
         .find(|c| c.from.is_none() && (c.dest == weights || weights.ends_with(&c.dest)))
         .unwrap_or_else(|| panic!("the image does not copy MNIST_API_WEIGHTS={weights}"));
     assert_eq!(shipped.sources, [mnist_api::weights::DEFAULT_PATH]);
@@ -120,56 +123,37 @@ fn every_path_the_files_copy_or_reference_exists_in_the_repository() {
     }
 }
 
-/// `.dockerignore` rules as Docker applies them: the last matching pattern wins, `!`
-/// re-includes, and a pattern matching a directory excludes everything under it.
-fn dockerignored(rules: &[(bool, Vec<String>)], path: &str) -> bool {
-    let parts: Vec<&str> = path.split('/').collect();
-    let mut excluded = false;
-    for (negated, pattern) in rules {
-        if (1..=parts.len()).any(|n| glob(pattern, &parts[..n])) {
-            excluded = !negated;
+/// `.dockerignore` as Docker applies it: the last matching pattern wins, `!` re-includes, and
+/// a pattern matching a directory excludes everything under it. Docker matches every pattern
+/// from the context's root, gitignore only those with a slash, hence the leading `/`. (Unlike
+/// Docker, gitignore cannot re-include a file below an excluded directory.)
+fn dockerignore() -> Gitignore {
+    let mut rules = GitignoreBuilder::new(ROOT);
+    for line in read(".dockerignore").lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
         }
+        let (negated, pattern) = line.strip_prefix('!').map_or(("", line), |p| ("!", p));
+        let pattern = pattern.trim_start_matches('/').trim_end_matches('/');
+        rules
+            .add_line(None, &format!("{negated}/{pattern}"))
+            .unwrap_or_else(|e| panic!(".dockerignore: {e}"));
     }
-    excluded
+    rules.build().unwrap()
 }
 
-fn glob(pattern: &[String], parts: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => parts.is_empty(),
-        Some((p, rest)) if p == "**" => (0..=parts.len()).any(|i| glob(rest, &parts[i..])),
-        Some((p, rest)) => {
-            !parts.is_empty()
-                && wildcard(p.as_bytes(), parts[0].as_bytes())
-                && glob(rest, &parts[1..])
-        }
-    }
-}
-
-fn wildcard(p: &[u8], s: &[u8]) -> bool {
-    match (p.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => wildcard(&p[1..], s) || (!s.is_empty() && wildcard(p, &s[1..])),
-        (Some(b'?'), Some(_)) => wildcard(&p[1..], &s[1..]),
-        (Some(a), Some(b)) if a == b => wildcard(&p[1..], &s[1..]),
-        _ => false,
-    }
+fn dockerignored(rules: &Gitignore, path: &str) -> bool {
+    rules
+        .matched_path_or_any_parents(path, repo(path).is_dir())
+        .is_ignore()
 }
 
 #[test]
 fn the_build_context_keeps_every_copied_file_and_leaves_out_target_git_and_secrets() {
-    let rules: Vec<(bool, Vec<String>)> = read(".dockerignore")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (neg, p) = l.strip_prefix('!').map_or((false, l), |p| (true, p));
-            let p = p.trim_start_matches('/').trim_end_matches('/');
-            (neg, p.split('/').map(str::to_string).collect())
-        })
-        .collect();
+    let rules = dockerignore();
     let mut copied = Vec::new();
     for stage in dockerfile() {
-        for copy in copies(&stage).into_iter().filter(|c| c.from.is_none()) {
+        for copy in stage.copies.into_iter().filter(|c| c.from.is_none()) {
             for src in copy.sources {
                 let mut stack = vec![src.trim_end_matches('/').to_string()];
                 while let Some(p) = stack.pop() {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use serde_yaml::Value;
 
 use crate::compose::{compose, compose_app, compose_env, published};
-use crate::dockerfile::{dockerfile, env_of, healthcheck_command, runtime_stage};
+use crate::dockerfile::{dockerfile, runtime_stage};
 use crate::helpers::{default_port, port_of, str_at, COMPOSE};
 use crate::k8s::{container_ports, k8s_app, k8s_env_value, k8s_kind, resolve_port, selects};
 
@@ -14,23 +14,20 @@ fn the_container_listens_on_every_interface_at_the_port_the_server_defaults_to()
     let port = default_port();
     let stages = dockerfile();
     let image = runtime_stage(&stages);
-    let env = env_of(image);
+    let env = &image.env;
     assert_eq!(
         env.get("MNIST_API_BIND").map(String::as_str),
         Some(format!("0.0.0.0:{port}").as_str()),
         "the image must bind 0.0.0.0 at the server's default port"
     );
-    let exposed: Vec<String> = image
-        .all("EXPOSE")
-        .flat_map(|a| a.split_whitespace().map(str::to_string).collect::<Vec<_>>())
-        .collect();
+    let exposed = &image.exposed;
     assert!(
         exposed
             .iter()
             .any(|e| e == &port.to_string() || e == &format!("{port}/tcp")),
         "EXPOSE {exposed:?} lacks {port}"
     );
-    let check = healthcheck_command(image).join(" ");
+    let check = image.healthcheck().join(" ");
     assert!(
         check.contains(&format!("/{port}")),
         "the HEALTHCHECK does not ask port {port}: {check}"

@@ -2,86 +2,28 @@
 //! probes' `/health`, and passes the image's HEALTHCHECK.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::Server;
 use crate::compose::{compose, compose_app, compose_env, interpolate_unset};
-use crate::dockerfile::{copies, dockerfile, env_of, healthcheck_command, runtime_stage};
-use crate::helpers::{default_port, port_of, read, repo, str_at};
+use crate::dockerfile::{dockerfile, runtime_stage};
+use crate::helpers::{default_port, read, repo, str_at};
 use crate::k8s::{k8s_app, k8s_env};
 
-/// The real server binary with exactly `env` (plus PATH), killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(env: &BTreeMap<String, String>) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mnist-api"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env)
-            // The address is learnt from the `listening` log line.
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap().to_string());
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
-                std::thread::sleep(Duration::from_millis(200));
-                panic!(
-                    "the server did not start ({status}) with {env:?}:\n{}",
-                    log.lock().unwrap()
-                );
-            }
-        };
-        Server {
-            child,
-            addr,
-            stderr: log,
-        }
-    }
-
-    fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The real server binary with exactly `env` (plus PATH).
+fn start(env: &BTreeMap<String, String>) -> Server {
+    Server::as_deployed(env)
+        // The address is learnt from the `listening` log line, whatever level `env` logs at.
+        .env("RUST_LOG", "info")
+        .start()
 }
 
 /// The status line of `GET path`.
-fn get_status(addr: &str, path: &str) -> String {
+fn get_status(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
@@ -96,8 +38,9 @@ fn runnable(mut env: BTreeMap<String, String>, dir: &Path) -> BTreeMap<String, S
     env.insert("MNIST_API_BIND".into(), "127.0.0.1:0".into());
     let stages = dockerfile();
     if let Some(weights) = env.get("MNIST_API_WEIGHTS").cloned() {
-        let copy = copies(runtime_stage(&stages))
-            .into_iter()
+        let copy = runtime_stage(&stages)
+            .copies
+            .iter()
             .find(|c| c.from.is_none() && c.dest == weights)
             .unwrap_or_else(|| {
                 panic!("MNIST_API_WEIGHTS={weights} is not a file the image copies")
@@ -130,7 +73,7 @@ fn probes_and_the_healthcheck_ask_for_health_which_is_a_real_route() {
         );
     }
     let stages = dockerfile();
-    let check = healthcheck_command(runtime_stage(&stages)).join(" ");
+    let check = runtime_stage(&stages).healthcheck().join(" ");
     assert!(check.contains("GET /health "), "{check}");
 }
 
@@ -139,11 +82,12 @@ fn the_image_healthcheck_passes_against_the_server_and_fails_without_it() {
     let stages = dockerfile();
     let image = runtime_stage(&stages);
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&runnable(env_of(image), dir.path()));
+    let server = start(&runnable(image.env.clone(), dir.path()));
     let port = default_port().to_string();
-    let actual = port_of(&server.addr).to_string();
-    let command: Vec<String> = healthcheck_command(image)
-        .into_iter()
+    let actual = server.addr.port().to_string();
+    let command: Vec<String> = image
+        .healthcheck()
+        .iter()
         .map(|a| a.replace(&port, &actual))
         .collect();
     let run = || {
@@ -170,21 +114,21 @@ fn the_image_healthcheck_passes_against_the_server_and_fails_without_it() {
 #[test]
 fn the_server_starts_with_the_compose_environment_and_answers_health() {
     let stages = dockerfile();
-    let mut env = env_of(runtime_stage(&stages));
+    let mut env = runtime_stage(&stages).env.clone();
     let compose = compose();
     let (_, svc) = compose_app(&compose);
     for (k, v) in compose_env(svc) {
         env.insert(k, interpolate_unset(&v));
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&runnable(env, dir.path()));
-    assert_eq!(get_status(&server.addr, "/health"), "HTTP/1.0 200 OK");
+    let server = start(&runnable(env, dir.path()));
+    assert_eq!(get_status(server.addr, "/health"), "HTTP/1.0 200 OK");
 }
 
 #[test]
 fn the_server_starts_with_the_kubernetes_environment_without_writing_its_users_file() {
     let stages = dockerfile();
-    let mut env = env_of(runtime_stage(&stages));
+    let mut env = runtime_stage(&stages).env.clone();
     let (_, container) = k8s_app();
     let mut k8s = BTreeMap::new();
     for (name, value, entry) in k8s_env(&container) {
@@ -211,9 +155,9 @@ fn the_server_starts_with_the_kubernetes_environment_without_writing_its_users_f
     users.save(&users_path).unwrap();
     let before = std::fs::read(&users_path).unwrap();
 
-    let server = Server::start(&env);
+    let server = start(&env);
     let probe = str_at(&container["readinessProbe"]["httpGet"], "path");
-    assert_eq!(get_status(&server.addr, probe), "HTTP/1.0 200 OK");
+    assert_eq!(get_status(server.addr, probe), "HTTP/1.0 200 OK");
     assert_eq!(
         std::fs::read(&users_path).unwrap(),
         before,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::compose::{compose, compose_app, compose_env};
-use crate::dockerfile::{dockerfile, env_of, runtime_stage};
+use crate::dockerfile::{dockerfile, runtime_stage};
 use crate::helpers::{str_at, COMPOSE};
 use crate::k8s::{k8s_app, k8s_env, k8s_env_value, k8s_kind, k8s_named};
 
@@ -70,7 +70,7 @@ fn pods_run_unprivileged_on_a_read_only_root_and_only_read_their_users_secret() 
 #[test]
 fn the_jwt_key_comes_from_a_secret_and_no_file_commits_one() {
     let stages = dockerfile();
-    assert!(!env_of(runtime_stage(&stages)).contains_key("SECRET_KEY"));
+    assert!(!runtime_stage(&stages).env.contains_key("SECRET_KEY"));
 
     let compose = compose();
     let (_, svc) = compose_app(&compose);

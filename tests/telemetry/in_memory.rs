@@ -4,13 +4,13 @@ use opentelemetry::trace::{SpanKind, Status, TraceId};
 use opentelemetry::Value;
 use serde_json::json;
 
-use crate::app::{png, spawn_app, spawn_app_with, PASSWORD, USER};
+use crate::common::{digit, digit_image, mnist_test, png, Server, PASSWORD, USER};
 use crate::helpers::{attrs, exporter, one, spans_of, trace_id_of};
 
 #[tokio::test]
 async fn health_has_a_server_span_with_a_health_check_child() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let res = app
         .client
         .get(app.url("/health"))
@@ -42,7 +42,7 @@ async fn health_has_a_server_span_with_a_health_check_child() {
 #[tokio::test]
 async fn login_span_names_the_user_and_never_the_secrets() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let res = app
         .login_json(json!({"username": USER, "password": PASSWORD}))
         .await;
@@ -64,13 +64,13 @@ async fn login_span_names_the_user_and_never_the_secrets() {
 #[tokio::test]
 async fn prediction_span_carries_the_answer_as_typed_attributes() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let token = app.token().await;
-    let Some(test) = crate::app::mnist_test() else {
+    let Some(test) = mnist_test() else {
         return;
     };
     let res = app
-        .predict(Some(&token), vec![png(crate::app::digit_image(test, 0))])
+        .predict(Some(&token), vec![png(digit_image(test, 0))])
         .await;
     assert_eq!(res.status(), 200);
     let trace = trace_id_of(&res);
@@ -107,14 +107,12 @@ async fn prediction_span_carries_the_answer_as_typed_attributes() {
 #[tokio::test]
 async fn several_images_get_one_prediction_span_each() {
     exporter();
-    let Some(test) = crate::app::mnist_test() else {
+    let Some(test) = mnist_test() else {
         return;
     };
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let token = app.token().await;
-    let files = (0..3)
-        .map(|i| png(crate::app::digit_image(test, i)))
-        .collect();
+    let files = (0..3).map(|i| png(digit_image(test, i))).collect();
     let res = app.predict(Some(&token), files).await;
     let trace = trace_id_of(&res);
     let body: serde_json::Value = res.json().await.unwrap();
@@ -140,7 +138,7 @@ async fn several_images_get_one_prediction_span_each() {
 #[tokio::test]
 async fn errors_are_recorded_on_the_spans() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let token = app.token().await;
     let blank = png(image::GrayImage::from_pixel(30, 30, image::Luma([255])));
     let res = app.predict(Some(&token), vec![blank]).await;
@@ -183,7 +181,7 @@ async fn errors_are_recorded_on_the_spans() {
 #[tokio::test]
 async fn callers_trace_context_is_joined_and_echoed() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
     let res = app
@@ -206,7 +204,7 @@ async fn callers_trace_context_is_joined_and_echoed() {
 #[tokio::test]
 async fn unknown_paths_do_not_become_span_names() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let res = app.get("/admin/../etc/passwd-12345").await;
     assert_eq!(res.status(), 404);
     let spans = spans_of(trace_id_of(&res)).await;
@@ -221,18 +219,12 @@ async fn an_overloaded_503_keeps_its_error_code() {
     exporter();
     // One worker taking one image at a time behind a queue of one: of 64 images sent at
     // once, all but the first couple find the queue full.
-    let app = spawn_app_with(&[
-        "--no-auth",
-        "--workers",
-        "1",
-        "--max-batch",
-        "1",
-        "--queue",
-        "1",
-    ])
-    .await;
-    let digit = crate::helpers::digit_png();
-    let res = app.predict(None, vec![digit; 64]).await;
+    let app = Server::builder()
+        .no_auth()
+        .args(["--workers", "1", "--max-batch", "1", "--queue", "1"])
+        .start_in_process()
+        .await;
+    let res = app.predict(None, vec![digit("one"); 64]).await;
     assert_eq!(res.status(), 503);
     let spans = spans_of(trace_id_of(&res)).await;
     let server = one(&spans, "POST /predict");
@@ -260,7 +252,7 @@ async fn an_overloaded_503_keeps_its_error_code() {
 #[tokio::test]
 async fn client_supplied_span_attributes_are_clipped() {
     exporter();
-    let app = spawn_app().await;
+    let app = Server::builder().start_in_process().await;
     let long = "x".repeat(10_000);
     let res = app
         .client

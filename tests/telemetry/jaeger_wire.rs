@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use thrift::protocol::{TCompactInputProtocol, TInputProtocol, TMessageType, TType};
+use tokio::net::UdpSocket;
 
-use crate::helpers::{post_digit, spawn_binary, terminate};
+use crate::common::{digit, Endpoint, Server};
+use crate::helpers::spawn_traced;
 
 #[derive(Debug, Clone, PartialEq)]
 enum TagValue {
@@ -144,29 +146,29 @@ fn emit_batch(datagram: &[u8]) -> thrift::Result<Batch> {
     Ok(found.expect("emitBatch without a batch"))
 }
 
-#[tokio::test]
-async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
-    let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// A Jaeger agent's UDP socket on loopback, and the server exporting to it with `env` besides.
+async fn agent_and_server(env: &[(&str, String)]) -> (UdpSocket, Server) {
+    let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
-        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
+    let mut vars = vec![
+        ("OTEL_TRACES_EXPORTER", "jaeger".to_string()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", port.to_string()),
-    ])
-    .await;
-    let res = post_digit(&addr).await;
+    ];
+    vars.extend_from_slice(env);
+    (agent, spawn_traced(&vars))
+}
+
+#[tokio::test]
+async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
+    let (agent, mut server) = agent_and_server(&[]).await;
+    let res = server.predict(None, vec![digit("one")]).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     // Shutting down flushes whatever is still queued.
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 
-    let mut buf = vec![0u8; 65_536];
-    let mut batches = Vec::new();
-    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), agent.recv(&mut buf)).await {
-        batches.push(emit_batch(&buf[..n]).unwrap());
-    }
+    let batches = drain(&agent).await;
     assert!(!batches.is_empty(), "no datagram reached the agent");
     assert!(batches.iter().all(|b| b.service == "mnist-api"));
     let spans: Vec<&Span> = batches.iter().flat_map(|b| &b.spans).collect();
@@ -196,7 +198,7 @@ async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
 }
 
 /// Collects every datagram until the agent has been quiet for two seconds.
-async fn drain(agent: &tokio::net::UdpSocket) -> Vec<Batch> {
+async fn drain(agent: &UdpSocket) -> Vec<Batch> {
     let mut buf = vec![0u8; 65_536];
     let mut batches = Vec::new();
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), agent.recv(&mut buf)).await {
@@ -205,9 +207,10 @@ async fn drain(agent: &tokio::net::UdpSocket) -> Vec<Batch> {
     batches
 }
 
-async fn get_with_agent(addr: &str, user_agent: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .get(format!("http://{addr}/health"))
+async fn get_with_agent(server: &Endpoint, user_agent: &str) -> reqwest::Response {
+    server
+        .client
+        .get(server.url("/health"))
         .header("user-agent", user_agent)
         .send()
         .await
@@ -216,15 +219,10 @@ async fn get_with_agent(addr: &str, user_agent: &str) -> reqwest::Response {
 
 /// The value of the sample line that starts with `series`, once it is at least `min`
 /// (exports happen in the background, a little after the requests).
-async fn metric_reaches(addr: &str, series: &str, min: f64) -> f64 {
+async fn metric_reaches(server: &Endpoint, series: &str, min: f64) -> f64 {
     let mut last = 0.0;
     for _ in 0..300 {
-        let text = reqwest::get(format!("http://{addr}/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = server.get("/metrics").await.text().await.unwrap();
         last = text
             .lines()
             .find(|l| l.starts_with(series))
@@ -244,14 +242,7 @@ async fn metric_reaches(addr: &str, series: &str, min: f64) -> f64 {
 /// everyone else's traces.
 #[tokio::test]
 async fn a_huge_user_agent_costs_no_other_requests_spans() {
-    let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
-        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
-        ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
-        ("JAEGER_AGENT_PORT", port.to_string()),
-    ])
-    .await;
+    let (agent, mut server) = agent_and_server(&[]).await;
     let huge = "A".repeat(70 * 1024);
     for i in 0..31 {
         let ua = if i == 15 {
@@ -259,11 +250,9 @@ async fn a_huge_user_agent_costs_no_other_requests_spans() {
         } else {
             format!("normal/{i}")
         };
-        assert_eq!(get_with_agent(&addr, &ua).await.status(), 200);
+        assert_eq!(get_with_agent(&server, &ua).await.status(), 200);
     }
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 
     let batches = drain(&agent).await;
     let servers: Vec<&Span> = batches
@@ -290,48 +279,37 @@ async fn a_huge_user_agent_costs_no_other_requests_spans() {
 /// raised past what a datagram holds, the oversized span's batch fails and /metrics says so.
 #[tokio::test]
 async fn a_batch_the_agent_exporter_cannot_send_is_counted() {
-    let agent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let port = agent.local_addr().unwrap().port();
-    let (mut child, addr) = spawn_binary(&[
-        ("OTEL_TRACES_EXPORTER", "jaeger".into()),
-        ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
-        ("JAEGER_AGENT_PORT", port.to_string()),
-        ("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "200000".into()),
-    ])
-    .await;
+    // Kept open: the failure to count is the oversized batch, not an unreachable port.
+    let (_agent, mut server) =
+        agent_and_server(&[("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "200000".into())]).await;
     let huge = "A".repeat(70 * 1024);
-    assert_eq!(get_with_agent(&addr, &huge).await.status(), 200);
-    metric_reaches(&addr, "otel_export_failures_total", 1.0).await;
+    assert_eq!(get_with_agent(&server, &huge).await.status(), 200);
+    metric_reaches(&server, "otel_export_failures_total", 1.0).await;
     metric_reaches(
-        &addr,
+        &server,
         r#"otel_spans_dropped_total{reason="export_failed"}"#,
         1.0,
     )
     .await;
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 }
 
 /// A collector whose name does not resolve yet (compose or Kubernetes starting up) must not
 /// stop the server: it serves, and counts the spans it cannot send meanwhile.
 #[tokio::test]
 async fn an_unresolvable_agent_host_does_not_stop_the_server() {
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger".into()),
         ("JAEGER_AGENT_HOST", "jaeger.invalid".into()),
-    ])
-    .await;
+    ]);
     for _ in 0..3 {
-        assert_eq!(get_with_agent(&addr, "probe").await.status(), 200);
+        assert_eq!(get_with_agent(&server, "probe").await.status(), 200);
     }
     metric_reaches(
-        &addr,
+        &server,
         r#"otel_spans_dropped_total{reason="exporter_unavailable"}"#,
         1.0,
     )
     .await;
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 }

@@ -1,9 +1,8 @@
 //! Tracing, end to end: span trees in memory, and the real binary's spans on the wire (Jaeger
 //! agent over UDP, OTLP over gRPC), propagation of the caller's trace, and collector outages.
 
-#[path = "../api/helpers.rs"]
-#[allow(dead_code)]
-mod app;
+#[path = "../common/mod.rs"]
+mod common;
 mod helpers;
 mod in_memory;
 mod jaeger_wire;

@@ -12,7 +12,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use tokio::sync::mpsc;
 
-use crate::helpers::{post_digit, spawn_binary, terminate};
+use crate::common::digit;
+use crate::helpers::spawn_traced;
 
 struct Collector(mpsc::UnboundedSender<ExportTraceServiceRequest>);
 
@@ -39,21 +40,18 @@ async fn prediction_span_reaches_an_otlp_collector() {
             .add_service(TraceServiceServer::new(Collector(tx)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "otlp".into()),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{port}"),
         ),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
-    ])
-    .await;
-    let res = post_digit(&addr).await;
+    ]);
+    let res = server.predict(None, vec![digit("one")]).await;
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
-    assert!(terminate(&mut child, Duration::from_secs(15))
-        .await
-        .success());
+    assert!(server.stop(Duration::from_secs(15)).await.success());
 
     let mut found = None;
     while let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {

@@ -3,7 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::{post_digit, spawn_binary, terminate};
+use crate::common::digit;
+use crate::helpers::spawn_traced;
 
 #[tokio::test]
 async fn dead_exporters_do_not_break_requests_or_shutdown() {
@@ -14,7 +15,7 @@ async fn dead_exporters_do_not_break_requests_or_shutdown() {
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp_port = black_hole.local_addr().unwrap().port();
 
-    let (mut child, addr) = spawn_binary(&[
+    let mut server = spawn_traced(&[
         ("OTEL_TRACES_EXPORTER", "jaeger,otlp".into()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", udp_port.to_string()),
@@ -23,13 +24,12 @@ async fn dead_exporters_do_not_break_requests_or_shutdown() {
             format!("http://127.0.0.1:{tcp_port}"),
         ),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "30".into()),
-    ])
-    .await;
+    ]);
     for _ in 0..40 {
-        assert_eq!(post_digit(&addr).await.status(), 200);
+        assert_eq!(server.predict(None, vec![digit("one")]).await.status(), 200);
     }
     let started = Instant::now();
-    let status = terminate(&mut child, Duration::from_secs(20)).await;
+    let status = server.stop(Duration::from_secs(20)).await;
     assert!(status.success(), "{status}");
     // Flushing gives up after a few seconds instead of waiting out the 30 s export timeout.
     assert!(
