@@ -310,6 +310,7 @@ pub fn save(path: &Path, varmap: &VarMap, metadata: &Metadata) -> Result<(), Wei
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_nn::ModuleT;
 
     fn trained_like() -> (VarMap, Metadata) {
         let varmap = VarMap::new();
@@ -362,13 +363,13 @@ mod tests {
         assert_eq!(loaded.metadata, meta);
         let xs = Tensor::randn(0f32, 1., (5, 1, 28, 28), &Device::Cpu).unwrap();
         let a = original
-            .forward(&xs, false)
+            .forward_t(&xs, false)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         let b = loaded
             .net
-            .forward(&xs, false)
+            .forward_t(&xs, false)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
