@@ -69,6 +69,11 @@ impl Net {
         })
     }
 
+    /// Where the weights live; inputs must be put there too.
+    pub fn device(&self) -> &Device {
+        self.fc2.weight().device()
+    }
+
     /// Prepares a loaded (no longer trained) network for fast inference.
     pub fn freeze(&mut self) -> Result<()> {
         self.conv1.freeze()?;

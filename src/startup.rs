@@ -44,7 +44,7 @@ impl Application {
             args.max_image_memory,
             args.decode_memory
         );
-        let loaded = weights::load(&args.weights)?;
+        let loaded = weights::load(&args.weights, &candle_core::Device::Cpu)?;
         let info = ModelInfo {
             status: "ready",
             model: ModelRef {

@@ -65,18 +65,18 @@ pub struct EpochReport {
     pub train_time: Duration,
 }
 
-/// Trains a fresh network; `on_step` and `on_epoch` see progress. Evaluates on `test` after
-/// every epoch.
+/// Trains a fresh network on `device`; `on_step` and `on_epoch` see progress. Evaluates on
+/// `test` after every epoch.
 pub fn train(
     config: &Config,
+    device: &Device,
     train: &Split,
     test: &Split,
     mut on_step: impl FnMut(Step),
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> candle_core::Result<(VarMap, Net, Vec<EpochReport>)> {
-    let device = Device::Cpu;
     let varmap = VarMap::new();
-    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     model::init_deterministic(&varmap, config.seed)?;
     let mut opt = AdamW::new(
         varmap.all_vars(),
@@ -112,8 +112,8 @@ pub fn train(
                 shift_into(train.image(i), dst, &mut rng, config.max_shift);
                 labels.push(train.labels[i] as u32);
             }
-            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?;
-            let ys = Tensor::new(labels.as_slice(), &device)?;
+            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?.to_device(device)?;
+            let ys = Tensor::new(labels.as_slice(), device)?;
             let step = epoch * batches + batch;
             opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
             let loss = loss::cross_entropy(&net.forward_train(&xs, &mut dropout_rng)?, &ys)?;
@@ -216,7 +216,8 @@ pub fn evaluate(net: &Net, split: &Split) -> candle_core::Result<Confusion> {
         let xs = preprocess::batch_tensor(
             &split.images[start * IMAGE_PIXELS..(start + n) * IMAGE_PIXELS],
             n,
-        )?;
+        )?
+        .to_device(net.device())?;
         let predicted = net
             .forward_t(&xs, false)?
             .argmax(D::Minus1)?

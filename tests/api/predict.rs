@@ -27,7 +27,9 @@ async fn mnist_digits_over_http_match_the_offline_model() {
     let files: Vec<Vec<u8>> = (0..DIGITS).map(|i| png(digit_image(test, i))).collect();
     let served = classify_all(&app, &token, files).await;
 
-    let offline_net = mnist_api::weights::load(&crate::helpers::weights_path()).unwrap();
+    let offline_net =
+        mnist_api::weights::load(&crate::helpers::weights_path(), &candle_core::Device::Cpu)
+            .unwrap();
     let subset = test.take(DIGITS);
     let mut offline = Vec::new();
     for i in 0..DIGITS {
