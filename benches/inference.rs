@@ -24,10 +24,13 @@ fn net() -> weights::Loaded {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", "1");
     }
-    weights::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/weights/mnist_cnn.safetensors"
-    )))
+    weights::load(
+        std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/weights/mnist_cnn.safetensors"
+        )),
+        &candle_core::Device::Cpu,
+    )
     .expect("committed weights")
 }
 

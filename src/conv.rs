@@ -6,6 +6,10 @@
 //! slower than the forward pass warrants. Here the only non-gemm work is gathering patches
 //! (and scattering their gradients back), so forward and backward both run on candle's matmul.
 //! The kernel keeps PyTorch's `(out, in, kh, kw)` layout in the weights file.
+//!
+//! The patch gathering is a CPU kernel; on any other device the layer falls back to candle's
+//! `conv2d`, which has that device's kernels. `benches/training_step.rs` measures the two on
+//! the CPU.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
@@ -232,11 +236,24 @@ impl Conv {
 impl Module for Conv {
     /// `(b, h, w, c)` → `(b, ho, wo, out)`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if !xs.device().is_cpu() {
+            return self.forward_conv2d(xs);
+        }
         let (b, h, w, _) = xs.dims4()?;
         let (ho, wo) = (self.win.out(h), self.win.out(w));
         let cols = xs.contiguous()?.apply_op1(Im2Col(self.win))?;
         cols.matmul(&self.kernel()?)?
             .reshape((b, ho, wo, self.out_channels))
+    }
+}
+
+impl Conv {
+    /// The same layer through candle's `conv2d`, which wants NCHW.
+    fn forward_conv2d(&self, xs: &Tensor) -> Result<Tensor> {
+        let xs = xs.permute((0, 3, 1, 2))?.contiguous()?;
+        xs.conv2d(&self.weight, self.win.pad, self.win.stride, 1, 1)?
+            .broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?
+            .permute((0, 2, 3, 1))
     }
 }
 
@@ -246,13 +263,7 @@ mod tests {
     use candle_core::{DType, Device, Var};
 
     fn reference(xs_nhwc: &Tensor, conv: &Conv) -> Tensor {
-        let xs = xs_nhwc.permute((0, 3, 1, 2)).unwrap().contiguous().unwrap();
-        let ys = xs
-            .conv2d(&conv.weight, conv.win.pad, conv.win.stride, 1, 1)
-            .unwrap()
-            .broadcast_add(&conv.bias.reshape((1, (), 1, 1)).unwrap())
-            .unwrap();
-        ys.permute((0, 2, 3, 1)).unwrap()
+        conv.forward_conv2d(xs_nhwc).unwrap()
     }
 
     /// A layer with random weights.

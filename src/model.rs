@@ -4,10 +4,8 @@
 //! [`crate::preprocess::normalize`]). Output: `(batch, 10)` logits.
 //! Why this shape of network (and what else was measured) is told in the README.
 
-use std::sync::Mutex;
-
-use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{linear, Linear, VarBuilder, VarMap};
+use candle_core::{DType, Device, Module, ModuleT, Result, Shape, Tensor, D};
+use candle_nn::{linear, Dropout, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -41,18 +39,23 @@ const HALVE: Window = Window {
 };
 
 /// Two strided convolutions (5×5 then 3×3, no pooling), then two dense layers.
+///
+/// Run it as a [`ModuleT`]: `forward_t(xs, false)` for inference, `forward_t(xs, true)` for
+/// training with candle's own dropout. A run that must be a function of its seed uses
+/// [`Net::forward_train`] instead, since candle's CPU random numbers cannot be seeded.
 #[derive(Debug)]
 pub struct Net {
     conv1: Conv,
     conv2: Conv,
     fc1: Linear,
     fc2: Linear,
+    dropout: Dropout,
     flat: usize,
-    dropout_rng: Mutex<ChaCha8Rng>,
 }
 
 impl Net {
-    /// Declares every layer under its safetensors name (`conv1.weight`, `fc2.bias`, …).
+    /// Declares every layer under its safetensors name (`conv1.weight`, `fc2.bias`, …) on
+    /// `vb`'s device.
     pub fn new(vb: VarBuilder) -> Result<Self> {
         let side = HALVE.out(FIRST.out(IMAGE_SIDE));
         let flat = side * side * C2;
@@ -61,9 +64,14 @@ impl Net {
             conv2: Conv::new(vb.pp("conv2"), C1, C2, HALVE)?,
             fc1: linear(flat, HIDDEN, vb.pp("fc1"))?,
             fc2: linear(HIDDEN, CLASSES, vb.pp("fc2"))?,
+            dropout: Dropout::new(DROPOUT),
             flat,
-            dropout_rng: Mutex::new(ChaCha8Rng::seed_from_u64(0)),
         })
+    }
+
+    /// Where the weights live; inputs must be put there too.
+    pub fn device(&self) -> &Device {
+        self.fc2.weight().device()
     }
 
     /// Prepares a loaded (no longer trained) network for fast inference.
@@ -72,64 +80,60 @@ impl Net {
         self.conv2.freeze()
     }
 
-    /// Reseeds the dropout masks, so a training run is a function of its seed.
-    pub fn seed_dropout(&self, seed: u64) {
-        // A different stream from the one that initialised the weights.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        rng.set_stream(1);
-        *self.lock_rng() = rng;
+    /// Training logits, with the dropout mask drawn from `rng` so that the caller, which
+    /// owns the RNG, makes the run reproducible.
+    pub fn forward_train(&self, xs: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
+        let hidden = self.hidden(xs)?;
+        let mask = dropout_mask(hidden.shape(), hidden.device(), rng)?;
+        (hidden * mask)?.apply(&self.fc2)
     }
 
-    /// Logits for a normalised batch; dropout is applied only when `train` is set.
-    pub fn forward(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+    /// Class probabilities (softmax of the logits), in eval mode.
+    pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::softmax(&self.forward_t(xs, false)?, D::Minus1)
+    }
+
+    /// Everything up to the dropout: the activations of the hidden dense layer.
+    fn hidden(&self, xs: &Tensor) -> Result<Tensor> {
         let b = xs.dim(0)?;
         // A single channel makes NCHW and NHWC the same bytes.
         let xs = xs.reshape((b, IMAGE_SIDE, IMAGE_SIDE, 1))?;
         let xs = self.conv1.forward(&xs)?.relu()?;
         let xs = self.conv2.forward(&xs)?.relu()?;
         let xs = xs.reshape((b, self.flat))?;
-        let xs = self.fc1.forward(&xs)?.relu()?;
-        let xs = self.dropout(&xs, train)?;
-        self.fc2.forward(&xs)
+        self.fc1.forward(&xs)?.relu()
     }
+}
 
-    /// Class probabilities (softmax of the logits), in eval mode.
-    pub fn probabilities(&self, xs: &Tensor) -> Result<Tensor> {
-        candle_nn::ops::softmax(&self.forward(xs, false)?, D::Minus1)
+impl ModuleT for Net {
+    /// `(batch, 1, 28, 28)` normalised images → `(batch, 10)` logits; dropout only if `train`.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let hidden = self.hidden(xs)?;
+        self.dropout.forward_t(&hidden, train)?.apply(&self.fc2)
     }
+}
 
-    fn dropout(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        if !train {
-            return Ok(xs.clone());
-        }
-        // candle's own dropout draws from an unseedable CPU RNG; ours keeps runs reproducible.
-        let scale = 1.0 / (1.0 - DROPOUT);
-        let mask: Vec<f32> = {
-            let mut rng = self.lock_rng();
-            (0..xs.elem_count())
-                .map(|_| {
-                    if rng.gen::<f32>() < DROPOUT {
-                        0.0
-                    } else {
-                        scale
-                    }
-                })
-                .collect()
-        };
-        xs * Tensor::from_vec(mask, xs.shape(), xs.device())?
-    }
-
-    fn lock_rng(&self) -> std::sync::MutexGuard<'_, ChaCha8Rng> {
-        // A poisoned lock only means another thread panicked mid-draw; the RNG state is still usable.
-        self.dropout_rng
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// Inverted dropout: zero with probability [`DROPOUT`], otherwise scaled so the expected
+/// activation is unchanged. Drawn element by element in order so that a given RNG state
+/// always gives the same mask (the committed weights were trained with this sequence).
+fn dropout_mask(shape: &Shape, device: &Device, rng: &mut impl Rng) -> Result<Tensor> {
+    let scale = 1.0 / (1.0 - DROPOUT);
+    let mask: Vec<f32> = (0..shape.elem_count())
+        .map(|_| {
+            if rng.gen::<f32>() < DROPOUT {
+                0.0
+            } else {
+                scale
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, shape, device)
 }
 
 /// Names and shapes of every parameter the architecture declares, sorted by name.
 pub fn parameter_shapes() -> Result<Vec<(String, Vec<usize>)>> {
     let varmap = VarMap::new();
+    // Only the shapes are kept, and they do not depend on the device: the CPU is always there.
     Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
     let data = varmap.data().lock().unwrap_or_else(|p| p.into_inner());
     let mut shapes: Vec<_> = data
@@ -183,8 +187,10 @@ mod tests {
     fn logits_have_one_row_per_image() {
         let (_, net) = fresh(1);
         let xs = Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(net.forward(&xs, false).unwrap().dims(), &[3, 10]);
-        assert_eq!(net.forward(&xs, true).unwrap().dims(), &[3, 10]);
+        assert_eq!(net.forward_t(&xs, false).unwrap().dims(), &[3, 10]);
+        assert_eq!(net.forward_t(&xs, true).unwrap().dims(), &[3, 10]);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert_eq!(net.forward_train(&xs, &mut rng).unwrap().dims(), &[3, 10]);
     }
 
     #[test]
@@ -193,9 +199,9 @@ mod tests {
         let (_, a) = fresh(7);
         let (_, b) = fresh(7);
         let (_, c) = fresh(8);
-        let la = a.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap();
-        let lb = b.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap();
-        let lc = c.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap();
+        let la = a.forward_t(&xs, false).unwrap().to_vec2::<f32>().unwrap();
+        let lb = b.forward_t(&xs, false).unwrap().to_vec2::<f32>().unwrap();
+        let lc = c.forward_t(&xs, false).unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(la, lb);
         assert_ne!(la, lc);
     }
@@ -204,11 +210,40 @@ mod tests {
     fn dropout_only_in_training() {
         let (_, net) = fresh(3);
         let xs = Tensor::randn(0f32, 1., (4, 1, 28, 28), &Device::Cpu).unwrap();
-        let e1 = net.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap();
-        let e2 = net.forward(&xs, false).unwrap().to_vec2::<f32>().unwrap();
-        let t1 = net.forward(&xs, true).unwrap().to_vec2::<f32>().unwrap();
+        let e1 = net.forward_t(&xs, false).unwrap().to_vec2::<f32>().unwrap();
+        let e2 = net.forward_t(&xs, false).unwrap().to_vec2::<f32>().unwrap();
+        let t1 = net.forward_t(&xs, true).unwrap().to_vec2::<f32>().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let t2 = net
+            .forward_train(&xs, &mut rng)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert_eq!(e1, e2);
         assert_ne!(e1, t1);
+        assert_ne!(e1, t2);
+    }
+
+    #[test]
+    fn training_dropout_follows_the_callers_rng() {
+        let (_, net) = fresh(4);
+        let xs = Tensor::randn(0f32, 1., (4, 1, 28, 28), &Device::Cpu).unwrap();
+        let run = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let first = net.forward_train(&xs, &mut rng).unwrap();
+            let second = net.forward_train(&xs, &mut rng).unwrap();
+            (
+                first.to_vec2::<f32>().unwrap(),
+                second.to_vec2::<f32>().unwrap(),
+            )
+        };
+        let (a1, a2) = run(9);
+        let (b1, b2) = run(9);
+        let (c1, _) = run(10);
+        assert_eq!((&a1, &a2), (&b1, &b2));
+        // The RNG advances: consecutive steps get fresh masks.
+        assert_ne!(a1, a2);
+        assert_ne!(a1, c1);
     }
 
     #[test]

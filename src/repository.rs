@@ -311,7 +311,8 @@ fn load_one(version: u64, path: &Path) -> Result<ModelVersion, RepositoryError> 
             source,
         })
     })?;
-    let loaded = weights::load(path).map_err(invalid)?;
+    // The server runs on the CPU: its forward passes are small and batched across requests.
+    let loaded = weights::load(path, &candle_core::Device::Cpu).map_err(invalid)?;
     let info = ModelInfo::of(&loaded, version);
     Ok(ModelVersion {
         version,

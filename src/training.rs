@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, ModuleT, Tensor, D};
 use candle_nn::{loss, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -65,20 +65,19 @@ pub struct EpochReport {
     pub train_time: Duration,
 }
 
-/// Trains a fresh network; `on_step` and `on_epoch` see progress. Evaluates on `test` after
-/// every epoch.
+/// Trains a fresh network on `device`; `on_step` and `on_epoch` see progress. Evaluates on
+/// `test` after every epoch.
 pub fn train(
     config: &Config,
+    device: &Device,
     train: &Split,
     test: &Split,
     mut on_step: impl FnMut(Step),
     mut on_epoch: impl FnMut(&EpochReport),
 ) -> candle_core::Result<(VarMap, Net, Vec<EpochReport>)> {
-    let device = Device::Cpu;
     let varmap = VarMap::new();
-    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+    let net = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     model::init_deterministic(&varmap, config.seed)?;
-    net.seed_dropout(config.seed);
     let mut opt = AdamW::new(
         varmap.all_vars(),
         ParamsAdamW {
@@ -87,6 +86,11 @@ pub fn train(
             ..Default::default()
         },
     )?;
+    // Every random draw of the run comes from the seed, in streams apart from the one that
+    // initialised the weights, so that changing how often one is drawn from (e.g. the
+    // augmentation) leaves the others' sequences alone.
+    let mut dropout_rng = ChaCha8Rng::seed_from_u64(config.seed);
+    dropout_rng.set_stream(1);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(2);
     let batch_size = config.batch_size.max(1);
@@ -108,11 +112,11 @@ pub fn train(
                 shift_into(train.image(i), dst, &mut rng, config.max_shift);
                 labels.push(train.labels[i] as u32);
             }
-            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?;
-            let ys = Tensor::new(labels.as_slice(), &device)?;
+            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?.to_device(device)?;
+            let ys = Tensor::new(labels.as_slice(), device)?;
             let step = epoch * batches + batch;
             opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
-            let loss = loss::cross_entropy(&net.forward(&xs, true)?, &ys)?;
+            let loss = loss::cross_entropy(&net.forward_train(&xs, &mut dropout_rng)?, &ys)?;
             opt.backward_step(&loss)?;
             loss_sum += loss.to_scalar::<f32>()?;
             on_step(Step {
@@ -212,9 +216,10 @@ pub fn evaluate(net: &Net, split: &Split) -> candle_core::Result<Confusion> {
         let xs = preprocess::batch_tensor(
             &split.images[start * IMAGE_PIXELS..(start + n) * IMAGE_PIXELS],
             n,
-        )?;
+        )?
+        .to_device(net.device())?;
         let predicted = net
-            .forward(&xs, false)?
+            .forward_t(&xs, false)?
             .argmax(D::Minus1)?
             .to_vec1::<u32>()?;
         for (p, &t) in predicted.iter().zip(&split.labels[start..start + n]) {

@@ -150,17 +150,18 @@ pub struct Loaded {
     pub sha256: String,
 }
 
-/// Loads `path`, checking names, shapes, dtypes and metadata before any tensor is used.
-pub fn load(path: &Path) -> Result<Loaded, WeightsError> {
+/// Loads `path` onto `device`, checking names, shapes, dtypes and metadata before any tensor
+/// is used.
+pub fn load(path: &Path, device: &Device) -> Result<Loaded, WeightsError> {
     let bytes = fs::read(path).map_err(|source| WeightsError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    from_bytes(path, &bytes)
+    from_bytes(path, &bytes, device)
 }
 
 /// As [`load`], from bytes already in memory (`path` is only used in messages).
-pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
+pub fn from_bytes(path: &Path, bytes: &[u8], device: &Device) -> Result<Loaded, WeightsError> {
     let p = || path.to_path_buf();
     let format = |e: safetensors::SafeTensorError| WeightsError::Format {
         path: p(),
@@ -234,8 +235,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
                 ),
             ));
         }
-        let t = Tensor::from_raw_buffer(view.data(), DType::F32, shape, &Device::Cpu)
-            .map_err(candle)?;
+        let t = Tensor::from_raw_buffer(view.data(), DType::F32, shape, device).map_err(candle)?;
         tensors.insert(name.clone(), t);
     }
     let mut extra: Vec<&str> = st
@@ -251,7 +251,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Loaded, WeightsError> {
         ));
     }
     let mut net =
-        Net::new(VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(candle)?;
+        Net::new(VarBuilder::from_tensors(tensors, DType::F32, device)).map_err(candle)?;
     net.freeze().map_err(candle)?;
     Ok(Loaded {
         net,
@@ -333,6 +333,7 @@ pub fn save(path: &Path, varmap: &VarMap, metadata: &Metadata) -> Result<(), Wei
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_nn::ModuleT;
 
     fn trained_like() -> (VarMap, Metadata) {
         let varmap = VarMap::new();
@@ -381,17 +382,17 @@ mod tests {
         let original =
             Net::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).unwrap();
         save(&path, &varmap, &meta).unwrap();
-        let loaded = load(&path).unwrap();
+        let loaded = load(&path, &Device::Cpu).unwrap();
         assert_eq!(loaded.metadata, meta);
         let xs = Tensor::randn(0f32, 1., (5, 1, 28, 28), &Device::Cpu).unwrap();
         let a = original
-            .forward(&xs, false)
+            .forward_t(&xs, false)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         let b = loaded
             .net
-            .forward(&xs, false)
+            .forward_t(&xs, false)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
@@ -416,7 +417,7 @@ mod tests {
                 candle_core::Var::zeros((9, 128), DType::F32, &Device::Cpu).unwrap(),
             );
         });
-        let e = from_bytes(Path::new("w.safetensors"), &bytes)
+        let e = from_bytes(Path::new("w.safetensors"), &bytes, &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert_eq!(
@@ -431,7 +432,9 @@ mod tests {
         let bytes = with_tensors(&varmap, &meta, |vm| {
             vm.data().lock().unwrap().remove("conv2.bias");
         });
-        let e = from_bytes(Path::new("w"), &bytes).unwrap_err().to_string();
+        let e = from_bytes(Path::new("w"), &bytes, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "w: tensor `conv2.bias`: missing");
 
         let bytes = with_tensors(&varmap, &meta, |vm| {
@@ -440,7 +443,9 @@ mod tests {
                 candle_core::Var::zeros(3, DType::F32, &Device::Cpu).unwrap(),
             );
         });
-        let e = from_bytes(Path::new("w"), &bytes).unwrap_err().to_string();
+        let e = from_bytes(Path::new("w"), &bytes, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("tensor `conv9.weight`: not part of architecture"),
             "{e}"
@@ -456,7 +461,9 @@ mod tests {
                 candle_core::Var::zeros(128, DType::F64, &Device::Cpu).unwrap(),
             );
         });
-        let e = from_bytes(Path::new("w"), &bytes).unwrap_err().to_string();
+        let e = from_bytes(Path::new("w"), &bytes, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "w: tensor `fc1.bias`: dtype F64, expected F32");
     }
 
@@ -464,15 +471,15 @@ mod tests {
     fn truncated_and_garbage_files_are_rejected() {
         let (varmap, meta) = trained_like();
         let bytes = to_bytes(Path::new("w"), &varmap, &meta).unwrap();
-        let e = from_bytes(Path::new("w"), &bytes[..bytes.len() - 10])
+        let e = from_bytes(Path::new("w"), &bytes[..bytes.len() - 10], &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("w: not a valid safetensors file"), "{e}");
-        let e = from_bytes(Path::new("w"), b"hello")
+        let e = from_bytes(Path::new("w"), b"hello", &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("w: not a valid safetensors file"), "{e}");
-        let e = load(Path::new("/nonexistent/w.safetensors"))
+        let e = load(Path::new("/nonexistent/w.safetensors"), &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("/nonexistent/w.safetensors: "), "{e}");
@@ -495,7 +502,7 @@ mod tests {
                     candle_core::Var::from_vec(values, 128, &Device::Cpu).unwrap(),
                 );
             });
-            let e = from_bytes(Path::new("w.safetensors"), &bytes)
+            let e = from_bytes(Path::new("w.safetensors"), &bytes, &Device::Cpu)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -510,7 +517,7 @@ mod tests {
                 *v = candle_core::Var::from_tensor(&nan).unwrap();
             }
         });
-        let e = from_bytes(Path::new("w"), &all_nan)
+        let e = from_bytes(Path::new("w"), &all_nan, &Device::Cpu)
             .unwrap_err()
             .to_string();
         assert!(e.contains("values are not finite"), "{e}");
@@ -521,7 +528,9 @@ mod tests {
         let (varmap, mut meta) = trained_like();
         meta.architecture = "resnet".into();
         let bytes = to_bytes(Path::new("w"), &varmap, &meta).unwrap();
-        let e = from_bytes(Path::new("w"), &bytes).unwrap_err().to_string();
+        let e = from_bytes(Path::new("w"), &bytes, &Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("architecture `resnet`"), "{e}");
     }
 }

@@ -27,7 +27,7 @@ fn data_dir() -> Option<PathBuf> {
 fn committed_weights_reach_the_accuracy_floor() {
     let Some(dir) = data_dir() else { return };
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(weights::DEFAULT_PATH);
-    let loaded = weights::load(&path).unwrap();
+    let loaded = weights::load(&path, &candle_core::Device::Cpu).unwrap();
     let test = Mnist::load_test(&dir).unwrap();
     assert_eq!(test.len(), 10_000);
     let accuracy = training::evaluate(&loaded.net, &test).unwrap().accuracy();
@@ -49,7 +49,15 @@ fn small_run(seed: u64) -> (Vec<u8>, f64) {
     };
     let train = mnist.train.take(6000);
     let test = mnist.test.take(1000);
-    let (varmap, _, reports) = training::train(&config, &train, &test, |_| {}, |_| {}).unwrap();
+    let (varmap, _, reports) = training::train(
+        &config,
+        &candle_core::Device::Cpu,
+        &train,
+        &test,
+        |_| {},
+        |_| {},
+    )
+    .unwrap();
     let meta = weights::Metadata {
         format_version: weights::FORMAT_VERSION.into(),
         architecture: mnist_api::model::ARCHITECTURE.into(),

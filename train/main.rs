@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
+use candle_core::Device;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use mnist_api::data::Mnist;
@@ -74,7 +75,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn eval(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
-    let loaded = weights::load(path)?;
+    let loaded = weights::load(path, &Device::Cpu)?;
     let test = Mnist::load_test(&args.data_dir)?;
     let confusion = training::evaluate(&loaded.net, &test)?;
     println!(
@@ -120,6 +121,7 @@ fn train(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let (varmap, net, reports) = training::train(
         &config,
+        &Device::Cpu,
         &mnist.train,
         &mnist.test,
         |step| {

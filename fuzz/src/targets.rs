@@ -159,7 +159,11 @@ pub fn users(data: &[u8]) {
 
 /// `weights::from_bytes`: any bytes as a weights file.
 pub fn weights(data: &[u8]) {
-    if let Ok(loaded) = weights::from_bytes(Path::new("fuzz.safetensors"), data) {
+    if let Ok(loaded) = weights::from_bytes(
+        Path::new("fuzz.safetensors"),
+        data,
+        &candle_core::Device::Cpu,
+    ) {
         assert_eq!(loaded.metadata.format_version, weights::FORMAT_VERSION);
     }
 }

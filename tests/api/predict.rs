@@ -29,12 +29,12 @@ async fn mnist_digits_over_http_match_the_offline_model() {
     let files: Vec<Vec<u8>> = (0..DIGITS).map(|i| png(digit_image(test, i))).collect();
     let served = classify_all(&app, &token, files).await;
 
-    let offline_net = mnist_api::weights::load(&weights_path()).unwrap();
+    let offline_net = mnist_api::weights::load(&weights_path(), &candle_core::Device::Cpu).unwrap();
     let subset = test.take(DIGITS);
     let mut offline = Vec::new();
     for i in 0..DIGITS {
         let xs = mnist_api::preprocess::batch_tensor(subset.image(i), 1).unwrap();
-        let p = offline_net.net.forward(&xs, false).unwrap();
+        let p = xs.apply_t(&offline_net.net, false).unwrap();
         offline.push(p.argmax(1).unwrap().to_vec1::<u32>().unwrap()[0] as u8);
     }
     let correct = served
