@@ -107,8 +107,9 @@ pub struct Repository {
     source: Source,
     keep: usize,
     loaded: ArcSwap<Loaded>,
-    /// One reload at a time; a second caller waits, then finds nothing changed.
-    reloading: Mutex<()>,
+    /// The repository on disk when the loaded set was read from it. One reload at a time
+    /// holds it; a second caller waits, then finds nothing changed.
+    read_from: Mutex<DiskSignature>,
 }
 
 #[derive(Debug)]
@@ -150,12 +151,13 @@ impl Repository {
     /// cannot be used, so a server never starts on weights other than the ones asked for.
     pub fn open(source: Source, keep: usize) -> Result<Self, RepositoryError> {
         let keep = keep.max(1);
+        let signature = disk_signature(&source);
         let versions = load_versions(&source, keep, &BTreeMap::new())?;
         Ok(Self {
             source,
             keep,
             loaded: ArcSwap::from_pointee(Loaded { versions }),
-            reloading: Mutex::new(()),
+            read_from: Mutex::new(signature),
         })
     }
 
@@ -193,39 +195,39 @@ impl Repository {
 
     /// The versions on disk and their files' stamps: equal signatures, nothing to reload.
     pub fn disk_signature(&self) -> DiskSignature {
-        let found = list_versions(&self.source).unwrap_or_default();
-        DiskSignature(
-            found
-                .into_iter()
-                .map(|(v, path)| (v, Stamp::of(&path).ok()))
-                .collect(),
-        )
+        disk_signature(&self.source)
     }
 
     /// Reads the repository again and, if a version appeared, disappeared or changed, loads
     /// and checks the new files, then swaps the set at once. Blocking (it reads and hashes
     /// files): call it off the async executor. On error nothing changes.
     pub fn reload(&self) -> Result<Reloaded, RepositoryError> {
-        let _one_at_a_time = self.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.loaded.load_full();
-        let found = list_versions(&self.source)?;
-        let wanted: Vec<(u64, PathBuf)> = found.into_iter().rev().take(self.keep).collect();
-        let unchanged = wanted.len() == current.versions.len()
-            && wanted.iter().all(|(v, path)| {
-                current
-                    .versions
-                    .get(v)
-                    .is_some_and(|m| Stamp::of(path).ok() == Some(m.stamp))
-            });
-        if unchanged {
+        let mut read_from = self.read_from.lock().unwrap_or_else(|p| p.into_inner());
+        let signature = disk_signature(&self.source);
+        if signature == *read_from {
             return Ok(Reloaded::Unchanged);
         }
+        let current = self.loaded.load_full();
         let versions = load_versions(&self.source, self.keep, &current.versions)?;
         let loaded: Vec<u64> = versions.keys().copied().collect();
         let latest = *loaded.last().unwrap_or(&0);
         self.loaded.store(Arc::new(Loaded { versions }));
+        // Only a successful read is remembered: asked again, a broken file is reported again.
+        *read_from = signature;
         Ok(Reloaded::Swapped { loaded, latest })
     }
+}
+
+/// See [`Repository::disk_signature`]. Stamped before any file is read, so a file replaced
+/// during a load is seen as changed at the next look.
+fn disk_signature(source: &Source) -> DiskSignature {
+    let found = list_versions(source).unwrap_or_default();
+    DiskSignature(
+        found
+            .into_iter()
+            .map(|(v, path)| (v, Stamp::of(&path).ok()))
+            .collect(),
+    )
 }
 
 /// The versions on disk, ascending, with their files.
@@ -252,6 +254,40 @@ fn list_versions(source: &Source) -> Result<Vec<(u64, PathBuf)>, RepositoryError
     }
     versions.sort_unstable_by_key(|(v, _)| *v);
     Ok(versions)
+}
+
+/// Adds the next version to the repository at `dir`: `write` fills a file in a temporary
+/// directory beside the versions, which is then renamed to `mnist/<highest + 1>` in one step,
+/// so a server polling the repository never sees a half-written version. Returns the version
+/// and its file.
+pub fn publish(
+    dir: &Path,
+    write: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<(u64, PathBuf)> {
+    use anyhow::Context;
+    let models = dir.join(MODEL_NAME);
+    std::fs::create_dir_all(&models).with_context(|| format!("creating {}", models.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".incoming-")
+        .tempdir_in(&models)
+        .with_context(|| format!("creating a temporary directory in {}", models.display()))?;
+    write(&staging.path().join(MODEL_FILE))?;
+    let staged = staging.keep();
+    // Another trainer may publish at the same time: the rename fails if the version exists
+    // (a non-empty directory), and the next number is tried.
+    for _ in 0..100 {
+        let highest = list_versions(&Source::Dir(dir.to_path_buf()))
+            .map_err(anyhow::Error::from)?
+            .last()
+            .map_or(0, |(v, _)| *v);
+        let version = highest + 1;
+        let target = models.join(version.to_string());
+        if std::fs::rename(&staged, &target).is_ok() {
+            return Ok((version, target.join(MODEL_FILE)));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&staged);
+    anyhow::bail!("{}: could not claim a new version number", models.display())
 }
 
 /// A version directory's number: a positive integer, written plainly.
@@ -321,4 +357,75 @@ fn load_one(version: u64, path: &Path) -> Result<ModelVersion, RepositoryError> 
         path: path.to_path_buf(),
         stamp,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn committed() -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(weights::DEFAULT_PATH)).unwrap()
+    }
+
+    fn put(dir: &Path, bytes: &[u8]) -> u64 {
+        publish(dir, |file| Ok(std::fs::write(file, bytes)?))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn versions_are_plain_positive_integers() {
+        assert_eq!(parse_version("1"), Some(1));
+        assert_eq!(parse_version("12"), Some(12));
+        for bad in ["", "0", "01", "-1", "1a", ".incoming-x", "+2"] {
+            assert_eq!(parse_version(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn publish_claims_the_next_number_and_leaves_no_staging_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(put(dir.path(), b"x"), 1);
+        assert_eq!(put(dir.path(), b"y"), 2);
+        std::fs::create_dir(dir.path().join("mnist/not-a-version")).unwrap();
+        assert_eq!(put(dir.path(), b"z"), 3);
+        let names: Vec<String> = std::fs::read_dir(dir.path().join(MODEL_NAME))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with('.'))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+        let file = dir.path().join("mnist/2").join(MODEL_FILE);
+        assert_eq!(std::fs::read(file).unwrap(), b"y");
+    }
+
+    #[test]
+    fn the_newest_must_load_and_older_broken_ones_are_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = committed();
+        put(dir.path(), b"not weights");
+        put(dir.path(), &good);
+        let repo = Repository::open(Source::Dir(dir.path().into()), 2).unwrap();
+        assert_eq!(repo.loaded_versions(), vec![2]);
+        assert!(matches!(repo.reload(), Ok(Reloaded::Unchanged)));
+
+        put(dir.path(), &good[..100]);
+        let e = repo.reload().unwrap_err();
+        assert!(
+            matches!(e, RepositoryError::Invalid { version: 3, .. }),
+            "{e}"
+        );
+        assert_eq!(repo.latest().version, 2, "the served model is untouched");
+        assert!(matches!(
+            repo.version("3"),
+            Err(RepositoryError::UnknownVersion(_))
+        ));
+
+        let empty = tempfile::tempdir().unwrap();
+        std::fs::create_dir(empty.path().join(MODEL_NAME)).unwrap();
+        assert!(matches!(
+            Repository::open(Source::Dir(empty.path().into()), 2),
+            Err(RepositoryError::Empty(_))
+        ));
+    }
 }

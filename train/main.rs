@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights::{self, Metadata};
-use mnist_api::{data, model};
+use mnist_api::{data, model, repository};
 
 /// candle allocates a fresh buffer for every intermediate tensor; with glibc's allocator each
 /// large one is a new mmap whose pages fault in one by one, which made ReLU's backward pass 10x
@@ -42,7 +42,9 @@ struct Args {
     /// Directory with the four MNIST IDX files (raw or .gz).
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data_dir: PathBuf,
-    /// Where to write the weights (atomically).
+    /// Where to write the weights (atomically): a file, or a model repository directory
+    /// (as `mnist-api --model-repository` serves), which gets the next version,
+    /// `DIR/mnist/<n>/model.safetensors`.
     #[arg(long, default_value = weights::DEFAULT_PATH)]
     out: PathBuf,
     /// Print the 10×10 confusion matrix of the test set at the end.
@@ -168,8 +170,18 @@ fn train(args: &Args) -> anyhow::Result<()> {
             .format(&time::format_description::well_known::Rfc3339)?,
         train_data_sha256: mnist.sha256.clone(),
     };
-    weights::save(&args.out, &varmap, &metadata)
-        .with_context(|| format!("saving weights to {}", args.out.display()))?;
+    let written = if args.out.is_dir() {
+        let (version, file) = repository::publish(&args.out, |file| {
+            weights::save(file, &varmap, &metadata)
+                .with_context(|| format!("saving weights to {}", file.display()))
+        })?;
+        eprintln!("{}: published as version {version}", args.out.display());
+        file
+    } else {
+        weights::save(&args.out, &varmap, &metadata)
+            .with_context(|| format!("saving weights to {}", args.out.display()))?;
+        args.out.clone()
+    };
     let best = reports.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
     println!(
         "done: {} epochs in {:.1}s, final test accuracy {:.2}% (best epoch {:.2}%), wrote {}",
@@ -177,7 +189,7 @@ fn train(args: &Args) -> anyhow::Result<()> {
         training_seconds,
         100.0 * accuracy,
         100.0 * best,
-        args.out.display()
+        written.display()
     );
     if args.confusion {
         print!("{}", confusion.to_table());

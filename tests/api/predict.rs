@@ -163,7 +163,10 @@ async fn response_has_probabilities_and_model_identity() {
     assert_eq!(p, probs[test.labels[1] as usize]);
     assert_eq!(body["model"]["name"], "mnist");
     assert_eq!(body["model"]["version"], "1");
-    assert_eq!(body["model"]["architecture"], mnist_api::model::ARCHITECTURE);
+    assert_eq!(
+        body["model"]["architecture"],
+        mnist_api::model::ARCHITECTURE
+    );
     assert_eq!(body["model"]["sha256"].as_str().unwrap().len(), 64);
 }
 
