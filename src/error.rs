@@ -253,16 +253,16 @@ impl ApiError {
             StatusCode::SERVICE_UNAVAILABLE => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            StatusCode::REQUEST_TIMEOUT => {
-                // The rest of the body may still be on its way; the connection cannot be reused.
-                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
             StatusCode::TOO_MANY_REQUESTS => {
                 if let ApiError::TooManyAttempts { retry_after } = self {
                     headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
                 }
             }
             _ => {}
+        }
+        if matches!(self, ApiError::Upload(_)) {
+            // The body may be unread in part: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res
     }

@@ -12,6 +12,7 @@ pub mod data;
 pub mod decode_pool;
 pub mod error;
 pub mod inference;
+pub mod linger;
 pub mod login_throttle;
 pub mod metrics;
 pub mod model;

@@ -27,6 +27,8 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::linger::Lingering;
 use tower_service::Service;
 use warp::{Filter, Reply};
 
@@ -329,7 +331,7 @@ async fn serve_connection<F>(
             }
         })
     };
-    let connection = builder.serve_connection(TokioIo::new(stream), svc);
+    let connection = builder.serve_connection(TokioIo::new(Lingering::new(stream)), svc);
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => Some(r),
