@@ -54,21 +54,25 @@ fn lower_priority() {
     }
 }
 
-/// Reloads on every SIGHUP until the process ends.
-pub async fn on_sighup(repository: Arc<Repository>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP; reload with the load endpoint instead");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            let _ = reload(&repository, "sighup").await;
+/// Listens for SIGHUP from now on: registered at start-up, before the server says it is
+/// listening, so a SIGHUP sent from then on reloads instead of ending the process (the default
+/// action).
+pub fn listen_for_sighup() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload with the load endpoint instead");
+            None
         }
     }
-    #[cfg(not(unix))]
-    let _ = repository;
+}
+
+/// Reloads on every SIGHUP until the process ends.
+pub async fn on_sighup(repository: Arc<Repository>, mut hangups: tokio::signal::unix::Signal) {
+    while hangups.recv().await.is_some() {
+        let _ = reload(&repository, "sighup").await;
+    }
 }
 
 /// Looks at the repository every `every` and reloads when it changed. A broken new file is

@@ -28,6 +28,7 @@ pub struct Application {
     addr: SocketAddr,
     services: Services,
     repository: Arc<Repository>,
+    sighup: Option<tokio::signal::unix::Signal>,
     poll: Option<Duration>,
     conn_limits: ConnLimits,
     shutdown_timeout: Duration,
@@ -109,6 +110,7 @@ impl Application {
             addr,
             services,
             repository,
+            sighup: crate::reload::listen_for_sighup(),
             poll: (args.poll_secs > 0).then(|| Duration::from_secs(args.poll_secs)),
             conn_limits: args.conn_limits(),
             shutdown_timeout: Duration::from_secs(args.shutdown_timeout),
@@ -123,13 +125,17 @@ impl Application {
     /// Serves until `shutdown` resolves, then stops accepting, closes idle connections and
     /// lets requests in flight finish for at most the configured timeout.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let sighup = tokio::spawn(crate::reload::on_sighup(Arc::clone(&self.repository)));
+        let sighup = self
+            .sighup
+            .map(|s| tokio::spawn(crate::reload::on_sighup(Arc::clone(&self.repository), s)));
         let poll = self
             .poll
             .map(|every| tokio::spawn(crate::reload::poll(Arc::clone(&self.repository), every)));
         let shutdown = async move {
             shutdown.await;
-            sighup.abort();
+            if let Some(s) = sighup {
+                s.abort();
+            }
             if let Some(p) = poll {
                 p.abort();
             }

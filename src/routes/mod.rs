@@ -11,6 +11,7 @@ mod openapi;
 mod predict;
 mod request_span;
 mod v2;
+mod v2_docs;
 mod web;
 
 use std::convert::Infallible;

@@ -15,7 +15,8 @@ use super::{health, login, metrics, model_info, predict};
     info(
         title = "mnist-api",
         description = "Handwritten digit recognition with a CNN trained on MNIST. Every error \
-            answers `{\"msg\", \"code\"}`; every response carries `x-trace-id` and \
+            answers `{\"msg\", \"code\"}` (`{\"error\", \"code\"}` under `/v2`, the Open \
+            Inference Protocol's routes); every response carries `x-trace-id` and \
             `traceresponse` headers naming its trace in Jaeger."
     ),
     paths(health::route, model_info::route, login::route, predict::route, metrics::route),
@@ -25,6 +26,7 @@ use super::{health, login, metrics, model_info, predict};
         (name = "model", description = "Predictions"),
         (name = "auth", description = "Tokens for /predict"),
         (name = "service", description = "Health, model metadata and metrics"),
+        (name = "inference protocol", description = "The Open Inference Protocol (KServe v2, Triton), model `mnist`"),
     )
 )]
 struct ApiDoc;
@@ -45,6 +47,7 @@ impl Modify for BearerAuth {
 /// The API description, version taken from Cargo.
 pub fn document() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(<super::v2_docs::V2Doc as OpenApi>::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc
 }
