@@ -58,6 +58,7 @@ data:
 ## bench: criterion benchmarks, the loopback load test against the original Flask app, then the soak and login flood
 bench:
 	$(CARGO) bench --bench inference
+	$(CARGO) bench --bench training_step
 	benches/load.sh
 	benches/hostile.sh
 	benches/v2.sh
