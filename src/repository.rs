@@ -21,8 +21,7 @@ use crate::model::Net;
 use crate::served::{ModelInfo, ModelRef};
 use crate::weights::{self, WeightsError};
 
-/// The one model this server serves, by the name the inference protocol uses.
-pub const MODEL_NAME: &str = "mnist";
+pub use crate::served::MODEL_NAME;
 
 /// The weights file inside a version directory.
 pub const MODEL_FILE: &str = "model.safetensors";

@@ -4,6 +4,9 @@ use serde::Serialize;
 
 use crate::weights;
 
+/// The one model this server serves, by the name the inference protocol uses.
+pub const MODEL_NAME: &str = "mnist";
+
 /// The model as named in every prediction: which weights produced the answer.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelRef {
@@ -39,7 +42,7 @@ impl ModelInfo {
         Self {
             status: "ready",
             model: ModelRef {
-                name: crate::repository::MODEL_NAME,
+                name: MODEL_NAME,
                 version: version.to_string(),
                 architecture: loaded.metadata.architecture.clone(),
                 sha256: loaded.sha256.clone(),
