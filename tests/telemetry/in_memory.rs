@@ -270,3 +270,61 @@ async fn client_supplied_span_attributes_are_clipped() {
     assert_eq!(a["url.path"].as_str().len(), limit);
     assert!(a["url.path"].as_str().starts_with("/xxx"));
 }
+
+#[tokio::test]
+async fn inference_protocol_requests_get_the_same_spans_under_a_templated_route() {
+    exporter();
+    let app = Server::builder().start_in_process().await;
+    let token = app.token().await;
+    let files = [digit("seven"), digit("two")];
+    let sizes: usize = files.iter().map(|f| f.len() + 4).sum();
+    let header = json!({
+        "id": "span-test",
+        "inputs": [{"name": "image", "shape": [2], "datatype": "BYTES",
+                    "parameters": {"binary_data_size": sizes}}],
+        "outputs": [{"name": "prediction"}]
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    for f in &files {
+        body.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        body.extend_from_slice(f);
+    }
+    let res = app
+        .client
+        .post(app.url("/v2/models/mnist/versions/1/infer"))
+        .bearer_auth(&token)
+        .header("inference-header-content-length", header.len())
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let trace = trace_id_of(&res);
+    let answer: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(answer["outputs"][0]["data"], json!([7, 2]));
+    let spans = spans_of(trace).await;
+    let server = one(&spans, "POST /v2/models/{model}/versions/{version}/infer");
+    let a = attrs(server);
+    assert_eq!(
+        a["http.route"],
+        Value::from("/v2/models/{model}/versions/{version}/infer")
+    );
+    assert_eq!(
+        a["url.path"],
+        Value::from("/v2/models/mnist/versions/1/infer")
+    );
+    assert_eq!(spans.iter().filter(|s| s.name == "decode").count(), 2);
+    let mut predictions: Vec<_> = spans.iter().filter(|s| s.name == "prediction").collect();
+    predictions.sort_by_key(|s| match attrs(s)["image.index"] {
+        Value::I64(i) => i,
+        _ => panic!("no image.index"),
+    });
+    for (span, digit) in predictions.iter().zip([7, 2]) {
+        let p = attrs(span);
+        assert_eq!(span.parent_span_id, server.span_context.span_id());
+        assert_eq!(p["prediction"], Value::I64(digit));
+        assert!(matches!(p["probability"], Value::F64(_)));
+        assert_eq!(p["model.version"], Value::from("1"));
+    }
+}
