@@ -20,8 +20,7 @@ with the server's own POST /predict (multipart, field `file`, PNG) for the same 
 
 Raw PNG bytes are not UTF-8, so neither client can put them in a JSON `data` array: with
 binary_data=False both refuse client-side before sending anything. The test checks that refusal
-and skips the case, unless --bytes-json-base64 is given (then each element is sent as a base64
-string, which the server must then accept: a server-specific choice, not part of the protocol).
+and records the case as skipped.
 
 The predicted digit must equal /predict's exactly; every probability must be within --prob-atol
 of /predict's. /predict's own accuracy on the digits must reach --min-accuracy.
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gzip
 import json
 import os
@@ -408,16 +406,13 @@ def triton_case(args, checks, case, client, httpclient, InferenceServerException
         arr = encode_inputs(images[s:e], dt)
         inp = httpclient.InferInput(input_name, list(arr.shape), dt)
         if dt == "BYTES" and not in_bin:
-            if args.bytes_json_base64:
-                arr = np.array([base64.b64encode(b).decode() for b in arr], dtype=np.object_)
-            else:
-                try:
-                    inp.set_data_from_numpy(arr, binary_data=False)
-                    checks.fail(case, "the client accepted non-UTF-8 PNG bytes for JSON")
-                except InferenceServerException:
-                    checks.skip(case, "tritonclient refuses raw PNG bytes in JSON "
-                                      "(not UTF-8); use binary data, or --bytes-json-base64")
-                return
+            try:
+                inp.set_data_from_numpy(arr, binary_data=False)
+                checks.fail(case, "the client accepted non-UTF-8 PNG bytes for JSON")
+            except InferenceServerException:
+                checks.skip(case, "tritonclient refuses raw PNG bytes in JSON (not UTF-8); "
+                                  "send them as binary data")
+            return
         inp.set_data_from_numpy(arr, binary_data=in_bin)
         if out_mode == "default":
             outputs = None  # tritonclient then sends parameters.binary_data_output = true
@@ -547,16 +542,13 @@ async def kserve_case(args, checks, case, client, base, hdr, input_name, dt, in_
         arr = encode_inputs(images[s:e], dt)
         inp = InferInput(input_name, list(arr.shape), dt)
         if dt == "BYTES" and not in_bin:
-            if args.bytes_json_base64:
-                arr = np.array([base64.b64encode(b).decode() for b in arr], dtype=np.object_)
-            else:
-                try:
-                    inp.set_data_from_numpy(arr, binary_data=False)
-                    checks.fail(case, "the client accepted non-UTF-8 PNG bytes for JSON")
-                except InferenceError:
-                    checks.skip(case, "kserve refuses raw PNG bytes in JSON (not UTF-8); "
-                                      "use binary data, or --bytes-json-base64")
-                return
+            try:
+                inp.set_data_from_numpy(arr, binary_data=False)
+                checks.fail(case, "the client accepted non-UTF-8 PNG bytes for JSON")
+            except InferenceError:
+                checks.skip(case, "kserve refuses raw PNG bytes in JSON (not UTF-8); "
+                                  "send them as binary data")
+            return
         inp.set_data_from_numpy(arr, binary_data=in_bin)
         if out_mode == "default":
             outputs, params = None, None  # nothing asked: the server's default (JSON)
@@ -614,8 +606,6 @@ def main(argv=None) -> int:
     ap.add_argument("--min-accuracy", type=float, default=0.9,
                     help="least accuracy of /predict on the digits (0.9)")
     ap.add_argument("--input-name", help="input tensor name (default: from model metadata)")
-    ap.add_argument("--bytes-json-base64", action="store_true",
-                    help="send BYTES as base64 strings when the input is JSON (server-specific)")
     ap.add_argument("--only", choices=("tritonclient", "kserve"), help="run one client only")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
