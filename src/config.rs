@@ -152,6 +152,13 @@ pub struct ServeArgs {
     /// Seconds a connection may stay open with no request in progress (keep-alive).
     #[arg(long, env = "MNIST_API_IDLE_TIMEOUT", default_value_t = 60)]
     pub idle_timeout: u64,
+    /// Milliseconds a closing connection keeps reading (and discarding) what the client still
+    /// sends, so an answer sent before the whole body (413, 401) is not lost to a reset.
+    #[arg(long, env = "MNIST_API_LINGER_MS", default_value_t = 2000)]
+    pub linger_ms: u64,
+    /// Most bytes a closing connection reads and discards.
+    #[arg(long, env = "MNIST_API_LINGER_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub linger_bytes: usize,
     /// Seconds a client has to send a whole request body; a slower upload gets 408.
     #[arg(long, env = "MNIST_API_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout: u64,
@@ -232,6 +239,10 @@ impl ServeArgs {
                 .unwrap_or_else(crate::server::default_max_connections),
             header_timeout: Duration::from_secs(self.header_timeout.max(1)),
             idle_timeout: Duration::from_secs(self.idle_timeout.max(1)),
+            linger: crate::linger::Linger {
+                time: Duration::from_millis(self.linger_ms),
+                bytes: self.linger_bytes,
+            },
         }
     }
 

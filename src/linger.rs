@@ -2,8 +2,8 @@
 //! (a 413 for a body over the limit, a 401 before the upload) and then closes with unread
 //! bytes in its receive buffer makes the kernel send a reset, and the reset can destroy the
 //! answer before the client reads it. So after hyper shuts a connection down, the rest of
-//! what the client sends is read and thrown away, for at most [`LINGER_TIME`] and
-//! [`LINGER_BYTES`], before the socket closes.
+//! what the client sends is read and thrown away, within a [`Linger`] allowance of time and
+//! bytes (`--linger-ms`, `--linger-bytes`), before the socket closes.
 
 use std::future::Future;
 use std::io;
@@ -15,14 +15,19 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-/// Longest a closing connection keeps reading.
-pub const LINGER_TIME: Duration = Duration::from_secs(2);
-/// Most bytes a closing connection reads and discards (the default largest body).
-pub const LINGER_BYTES: usize = 16 * 1024 * 1024;
+/// How long, and how much, a closing connection keeps reading.
+#[derive(Clone, Copy, Debug)]
+pub struct Linger {
+    /// Longest a closing connection keeps reading.
+    pub time: Duration,
+    /// Most bytes it reads and discards.
+    pub bytes: usize,
+}
 
 /// A TCP stream whose shutdown lingers; everything else passes through.
 pub struct Lingering {
     inner: TcpStream,
+    linger: Linger,
     closing: Option<Closing>,
 }
 
@@ -34,9 +39,10 @@ struct Closing {
 
 impl Lingering {
     /// Wraps an accepted connection.
-    pub fn new(inner: TcpStream) -> Self {
+    pub fn new(inner: TcpStream, linger: Linger) -> Self {
         Self {
             inner,
+            linger,
             closing: None,
         }
     }
@@ -81,9 +87,10 @@ impl AsyncWrite for Lingering {
     /// or the time or byte allowance runs out.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let linger = this.linger;
         let closing = this.closing.get_or_insert_with(|| Closing {
-            deadline: Box::pin(tokio::time::sleep(LINGER_TIME)),
-            left: LINGER_BYTES,
+            deadline: Box::pin(tokio::time::sleep(linger.time)),
+            left: linger.bytes,
             write_side_shut: false,
         });
         if !closing.write_side_shut {

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::linger::Lingering;
+use crate::linger::{Linger, Lingering};
 use tower_service::Service;
 use warp::{Filter, Reply};
 
@@ -45,6 +45,8 @@ pub struct ConnLimits {
     pub header_timeout: Duration,
     /// A connection without a request in progress for this long is closed.
     pub idle_timeout: Duration,
+    /// What a closing connection still reads (see [`crate::linger`]).
+    pub linger: Linger,
 }
 
 /// The peer's address, put in each request's extensions (warp's own is private to its server).
@@ -245,7 +247,7 @@ pub async fn serve<F>(
         };
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
-            stream,
+            Lingering::new(stream, limits.linger),
             peer,
             permit,
             filter.clone(),
@@ -303,7 +305,7 @@ async fn accept_error(e: &std::io::Error) {
 }
 
 async fn serve_connection<F>(
-    stream: TcpStream,
+    stream: Lingering,
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
     filter: F,
@@ -331,7 +333,7 @@ async fn serve_connection<F>(
             }
         })
     };
-    let connection = builder.serve_connection(TokioIo::new(Lingering::new(stream)), svc);
+    let connection = builder.serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => Some(r),

@@ -67,21 +67,20 @@ impl Application {
             .with_context(|| format!("binding {}", args.bind))?;
         let addr = listener.local_addr()?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let body_timeout = Duration::from_secs(args.body_timeout.max(1));
-        // One budget for the bodies of every route.
-        let body_memory = Arc::new(Semaphore::new(
-            usize::try_from(args.body_memory)
-                .unwrap_or(usize::MAX)
-                .min(Semaphore::MAX_PERMITS),
-        ));
+        // One timeout and one memory budget for the bodies of every route.
+        let bodies = BodyLimits {
+            max_bytes: args.max_body_bytes,
+            timeout: Duration::from_secs(args.body_timeout.max(1)),
+            budget: Arc::new(Semaphore::new(
+                usize::try_from(args.body_memory)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
+        };
         let predictor = Arc::new(Predictor {
             engine,
             repository: Arc::clone(&repository),
-            body: BodyLimits {
-                max_bytes: args.max_body_bytes,
-                timeout: body_timeout,
-                budget: Arc::clone(&body_memory),
-            },
+            body: bodies.clone(),
             max_files: args.max_files.max(1),
             images: args.image_limits(),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
@@ -95,8 +94,7 @@ impl Application {
             PasswordPool::new(args.login_threads, args.login_queue)
                 .context("starting the password threads")?,
             LoginThrottle::new(args.login_throttle()),
-            body_timeout,
-            body_memory,
+            &bodies,
         );
         let services = Services {
             auth,

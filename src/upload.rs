@@ -55,7 +55,18 @@ pub struct BodyLimits {
     pub budget: Arc<Semaphore>,
 }
 
+/// Largest small JSON body: `/login`'s credentials, the model-control endpoint's parameters.
+pub const SMALL_JSON_BYTES: u64 = 16 * 1024;
+
 impl BodyLimits {
+    /// The same timeout and shared budget, for a body of at most [`SMALL_JSON_BYTES`].
+    pub fn small_json(&self) -> Self {
+        Self {
+            max_bytes: SMALL_JSON_BYTES,
+            ..self.clone()
+        }
+    }
+
     /// Limits with a budget of their own (room for two whole bodies), for tests and fuzzing.
     pub fn standalone(max_bytes: u64, timeout: Duration) -> Self {
         let budget = usize::try_from(max_bytes.saturating_mul(2))

@@ -2,10 +2,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Semaphore;
 use warp::http::header;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -16,9 +14,6 @@ use crate::login_throttle::LoginThrottle;
 use crate::password_pool::PasswordPool;
 use crate::upload::{read_limited, BodyLimits};
 
-/// Largest credentials body accepted.
-const JSON_BODY_LIMIT: u64 = 16 * 1024;
-
 /// What `/login` uses besides the users: the password threads, the throttle, body limits.
 pub struct Login {
     passwords: PasswordPool,
@@ -27,22 +22,12 @@ pub struct Login {
 }
 
 impl Login {
-    /// Bodies of at most 16 KiB, within `body_timeout`, charged to the shared `body_memory`.
-    pub fn new(
-        passwords: PasswordPool,
-        throttle: LoginThrottle,
-        body_timeout: Duration,
-        body_memory: Arc<Semaphore>,
-    ) -> Self {
-        let body = BodyLimits {
-            max_bytes: JSON_BODY_LIMIT,
-            timeout: body_timeout,
-            budget: body_memory,
-        };
+    /// Credentials bodies within `body` (see [`BodyLimits::small_json`]).
+    pub fn new(passwords: PasswordPool, throttle: LoginThrottle, body: &BodyLimits) -> Self {
         Self {
             passwords,
             throttle,
-            body,
+            body: body.small_json(),
         }
     }
 }

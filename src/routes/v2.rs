@@ -20,7 +20,7 @@ use crate::error::{ApiError, ErrorShape};
 use crate::oip::{self, Input, TensorMetadata};
 use crate::preprocess::{self, Prepared};
 use crate::repository::{ModelVersion, Reloaded, Repository, MODEL_NAME};
-use crate::upload::{read_limited, BodyLimits};
+use crate::upload::read_limited;
 
 /// The header carrying the JSON part's length when binary tensors follow it.
 const HEADER_LENGTH: &str = "inference-header-content-length";
@@ -78,7 +78,7 @@ pub fn routes(
             )
     };
     let load = {
-        let (repo, limits) = (Arc::clone(&repository), control_body(&predictor.body));
+        let (repo, limits) = (Arc::clone(&repository), predictor.body.small_json());
         warp::post()
             .and(with_admin(Arc::clone(&auth)))
             .and(warp::path::full())
@@ -323,14 +323,6 @@ struct LoadAnswer {
     latest: String,
     /// Every loaded version, ascending.
     loaded_versions: Vec<String>,
-}
-
-/// Bodies of the model-control endpoints: small JSON at most.
-fn control_body(limits: &BodyLimits) -> BodyLimits {
-    BodyLimits {
-        max_bytes: 16 * 1024,
-        ..limits.clone()
-    }
 }
 
 async fn load(path: &FullPath, repository: &Arc<Repository>) -> Result<Response, ApiError> {
