@@ -50,6 +50,12 @@ wait_ready() { # URL [TRIES of 10 ms] -> seconds until it answered
   return 1
 }
 
+# median: the median of the numbers on stdin, one per line.
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+# wrk_result: the values of the RESULT line the benches' wrk scripts print, in order.
+wrk_result() { sed -nE 's/^RESULT //p' | sed -E 's/[a-z0-9_]+=//g'; }
+
 token() { # PORT -> a bearer token for the bench user
   curl -s "http://127.0.0.1:$1/login" -H 'Content-Type: application/json' \
     -d '{"username":"bench","password":"bench-password"}' |

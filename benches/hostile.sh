@@ -33,10 +33,9 @@ URL=http://127.0.0.1:$API_PORT/predict
 wrk_predict() {
   BENCH_IMAGE=$IMAGE BENCH_TOKEN=$TOKEN wrk -t2 -c"$CONNS" -d"$1" --latency \
     -s benches/predict.lua "$URL" |
-    sed -nE 's/^RESULT rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+) errors=([0-9]+)/\1 \2 \3 \4/p'
+    wrk_result
 }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2/1024}' /proc/$api_pid/status; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo

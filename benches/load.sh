@@ -37,10 +37,9 @@ run_wrk() {
   [ "$2" -lt 2 ] && threads=1
   out=$(BENCH_IMAGE=$IMAGE BENCH_TOKEN=$3 wrk -t"$threads" -c"$2" -d"$DURATION" --latency \
     -s benches/predict.lua "$1")
-  echo "$out" | sed -nE 's/^RESULT rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+) errors=([0-9]+)/\1 \2 \3 \4/p'
+  echo "$out" | wrk_result
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Every configuration runs in its own server, all started up front, and the measurements are
 # interleaved round by round: this machine's speed drifts by 10-20 % over minutes, and

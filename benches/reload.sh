@@ -76,9 +76,8 @@ run() { # -> "rps p50 p99 errors a b other"
   BENCH_IMAGE=$IMAGE BENCH_TOKEN=$tok BENCH_SHA_A=$sha_a BENCH_SHA_B=$sha_b \
     wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s benches/reload.lua \
     "http://127.0.0.1:$API_PORT/predict" |
-    sed -nE 's/^RESULT rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+) errors=([0-9]+) a=([0-9]+) b=([0-9]+) other=([0-9]+)/\1 \2 \3 \4 \5 \6 \7/p'
+    wrk_result
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 quiet="" busy="" failed_loads=0
 for round in $(seq 1 "$RUNS"); do

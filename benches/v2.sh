@@ -26,9 +26,8 @@ tok=$(token $API_PORT)
 run() {
   BENCH_IMAGE=$IMAGE BENCH_TOKEN=$tok wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$1" \
     "http://127.0.0.1:$API_PORT$2" |
-    sed -nE 's/^RESULT rps=([0-9.]+) p50_ms=([0-9.]+) p99_ms=([0-9.]+) errors=([0-9]+)/\1 \2 \3 \4/p'
+    wrk_result
 }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 predict="" v2=""
 for round in $(seq 1 "$RUNS"); do

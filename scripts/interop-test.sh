@@ -54,63 +54,15 @@ fi
     fail "no MNIST test images in $MNIST_DIR (set MNIST_DIR)"
 
 # --- server -----------------------------------------------------------------------------------
-SERVER_PID=
-TMP=$(mktemp -d)
-cleanup() {
-    local status=$?
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [ "$status" != 0 ] && [ -s "$TMP/server.log" ]; then
-        cp "$TMP/server.log" "$OUT/server.log"
-        echo "--- server log: $OUT/server.log; its last lines:" >&2
-        tail -n 20 "$TMP/server.log" >&2
-    fi
-    rm -rf "$TMP"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
 if [ -n "${INTEROP_URL:-}" ]; then
     BASE=$INTEROP_URL
     TOKEN=${INTEROP_TOKEN:-}
 else
-    echo "== cargo test --no-run --all-targets (builds target/debug/mnist-api)"
-    cargo test --no-run --all-targets --quiet || fail "the server does not build"
-    BIN=target/debug/mnist-api
-    USER_NAME=interop
-    PASSWORD="interop-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')"
-    printf '%s\n' "$PASSWORD" | "$BIN" --users "$TMP/users.json" user add "$USER_NAME" >/dev/null ||
-        fail "could not create the test user"
-    : >"$TMP/server.log"
-    SECRET_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" RUST_LOG=info NO_COLOR=1 \
-        "$BIN" --bind 127.0.0.1:0 --users "$TMP/users.json" --weights weights/mnist_cnn.safetensors \
-        >"$TMP/server.log" 2>&1 &
-    SERVER_PID=$!
-    ADDR=
-    for _ in $(seq 1 300); do
-        ADDR=$(sed -nE 's/\x1b\[[0-9;]*m//g; s/.*listening.*address=(127\.0\.0\.1:[0-9]+).*/\1/p' \
-            "$TMP/server.log" | head -n 1)
-        [ -n "$ADDR" ] && break
-        kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start"
-        sleep 0.1
-    done
-    [ -n "$ADDR" ] || fail "the server did not log its address within 30 s"
-    BASE="http://$ADDR"
-    TOKEN=$("$VENV/bin/python" - "$BASE" "$USER_NAME" "$PASSWORD" <<'EOF'
-import json, sys, urllib.request
-base, user, password = sys.argv[1:]
-req = urllib.request.Request(base + "/login", method="POST",
-    data=json.dumps({"username": user, "password": password}).encode(),
-    headers={"Content-Type": "application/json"})
-print(json.load(urllib.request.urlopen(req, timeout=30))["access_token"])
-EOF
-    ) || fail "could not log in as $USER_NAME"
+    TEST_USER=interop
+    source scripts/test-server.sh
+    start_server
+    TOKEN=$(login)
 fi
-echo "== server on $BASE"
 
 # --- the test ---------------------------------------------------------------------------------
 # The token goes through the environment, not the command line (ps shows arguments).
