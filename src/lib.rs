@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod reload;
 pub mod repository;
 pub mod routes;
+pub mod sampling;
 pub mod served;
 pub mod server;
 pub mod span_export;

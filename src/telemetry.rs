@@ -28,8 +28,8 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, Config, T
 use opentelemetry_sdk::{runtime, Resource};
 use tracing::field::{Field, Visit};
 use tracing::span::{Id, Record};
-use tracing::{Level, Subscriber};
-use tracing_subscriber::filter::filter_fn;
+use tracing::Subscriber;
+use tracing_subscriber::filter::{dynamic_filter_fn, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -252,11 +252,7 @@ pub fn install(provider: Option<&TracerProvider>) {
             .with_location(false)
             .with_tracked_inactivity(false)
             .with_threads(false)
-            // Our own spans only: exporter internals (hyper, tonic, h2) must not trace
-            // themselves into the pipeline that carries them.
-            .with_filter(filter_fn(|meta| {
-                meta.target().starts_with("mnist_api") && *meta.level() <= Level::INFO
-            }))
+            .with_filter(dynamic_filter_fn(crate::sampling::layer_filter))
     });
     // Filtered to the spans that declare the field: an unfiltered layer would enable every
     // callsite of every crate, at every level, for all layers.

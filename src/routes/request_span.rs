@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanContext, TraceId};
 use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -65,11 +65,38 @@ pub fn start(info: Info<'_>) -> Span {
     });
     span.set_parent(parent);
     // Recorded as a field so every log line inside the request carries it.
-    let trace_id = span.context().span().span_context().trace_id();
-    if trace_id != opentelemetry::trace::TraceId::INVALID {
-        span.record("trace_id", tracing::field::display(trace_id));
+    let sc = crate::sampling::settle(&span);
+    if sc.trace_id() != TraceId::INVALID {
+        span.record("trace_id", TraceIds::of(&sc).trace_id());
     }
     span
+}
+
+/// A span context written out as W3C Trace Context has it. std's formatting of a `u128` in
+/// hex costs more than everything else a request does with its trace ids, so the `hex` crate
+/// writes them once into a fixed buffer.
+struct TraceIds([u8; 55]);
+
+impl TraceIds {
+    fn of(sc: &SpanContext) -> Self {
+        let mut b = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        // The slices have exactly twice the ids' byte lengths, so neither call can fail.
+        let _ = hex::encode_to_slice(sc.trace_id().to_bytes(), &mut b[3..35]);
+        let _ = hex::encode_to_slice(sc.span_id().to_bytes(), &mut b[36..52]);
+        if sc.is_sampled() {
+            b[54] = b'1';
+        }
+        Self(b)
+    }
+
+    /// `version-traceid-spanid-flags`, the `traceparent` / `traceresponse` value.
+    fn header(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+
+    fn trace_id(&self) -> &str {
+        &self.header()[3..35]
+    }
 }
 
 /// Records the route a request matched on its span: `http.route` and the span name, as the
@@ -115,17 +142,34 @@ pub fn finish(mut res: Response, method: &Method, routed: bool) -> Response {
             span.record("error.type", status.as_str());
         }
     }
-    let context = span.context();
-    let sc = context.span().span_context().clone();
+    let sc = crate::sampling::span_context(&span);
     if sc.is_valid() {
-        let flags = if sc.is_sampled() { "01" } else { "00" };
-        let value = format!("00-{}-{}-{flags}", sc.trace_id(), sc.span_id());
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        let ids = TraceIds::of(&sc);
+        if let Ok(v) = HeaderValue::from_str(ids.header()) {
             res.headers_mut().insert("traceresponse", v);
         }
-        if let Ok(v) = HeaderValue::from_str(&sc.trace_id().to_string()) {
+        if let Ok(v) = HeaderValue::from_str(ids.trace_id()) {
             res.headers_mut().insert("x-trace-id", v);
         }
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceState};
+
+    use super::*;
+
+    #[test]
+    fn trace_ids_are_written_as_std_formats_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        for (flags, digit) in [(TraceFlags::SAMPLED, "01"), (TraceFlags::default(), "00")] {
+            let sc = SpanContext::new(trace, span, flags, true, TraceState::default());
+            let ids = TraceIds::of(&sc);
+            assert_eq!(ids.header(), format!("00-{trace}-{span}-{digit}"));
+            assert_eq!(ids.trace_id(), trace.to_string());
+        }
+    }
 }

@@ -92,3 +92,102 @@ async fn prediction_span_reaches_an_otlp_collector() {
         other => panic!("probability attribute is {other:?}"),
     }
 }
+
+/// An in-process OTLP/gRPC collector on loopback: its port and what it receives.
+async fn start_collector() -> (u16, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Collector(tx)))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_dropped_trace_exports_nothing_and_sampled_traces_are_whole() {
+    let (port, mut rx) = start_collector().await;
+    // Ratio 1: every trace that starts here is kept; a caller's decision is followed. A span
+    // of a dropped trace that lost its parent would start a trace of its own, and be kept.
+    let mut server = spawn_traced(&[
+        ("OTEL_TRACES_EXPORTER", "otlp".into()),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
+        ("OTEL_TRACES_SAMPLER_ARG", "1".into()),
+    ]);
+    let predict = |traceparent: Option<String>| {
+        let form = reqwest::multipart::Form::new().part(
+            "file",
+            reqwest::multipart::Part::bytes(digit("seven")).file_name("seven.png"),
+        );
+        let mut req = server.client.post(server.url("/predict")).multipart(form);
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        req.send()
+    };
+    let header =
+        |res: &reqwest::Response, name: &str| res.headers()[name].to_str().unwrap().to_string();
+
+    // The caller dropped its trace: so does the server, and still tells the trace id.
+    let dropped_trace = "0af7651916cd43dd8448eb211c80319c";
+    let caller_span = "00f067aa0ba902b7";
+    let dropped = predict(Some(format!("00-{dropped_trace}-{caller_span}-00")))
+        .await
+        .unwrap();
+    assert_eq!(dropped.status(), 200);
+    let response = header(&dropped, "traceresponse");
+    assert!(
+        response.starts_with(&format!("00-{dropped_trace}-")) && response.ends_with("-00"),
+        "{response}"
+    );
+    assert_eq!(header(&dropped, "x-trace-id"), dropped_trace);
+
+    let caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sampled = predict(Some(format!("00-{caller_trace}-{caller_span}-01")))
+        .await
+        .unwrap();
+    assert!(header(&sampled, "traceresponse").ends_with("-01"));
+    let own = predict(None).await.unwrap();
+    let own_trace = header(&own, "x-trace-id");
+    assert!(header(&own, "traceresponse").ends_with("-01"));
+    assert!(server.stop(Duration::from_secs(15)).await.success());
+
+    let mut spans = Vec::new();
+    while let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                spans.extend(ss.spans);
+            }
+        }
+    }
+    for (trace, parent) in [(caller_trace, caller_span), (own_trace.as_str(), "")] {
+        let trace: Vec<_> = spans
+            .iter()
+            .filter(|s| hex::encode(&s.trace_id) == trace)
+            .collect();
+        let mut names: Vec<_> = trace.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["POST /predict", "decode", "prediction"],
+            "{spans:?}"
+        );
+        let server_span = trace.iter().find(|s| s.name == "POST /predict").unwrap();
+        assert_eq!(hex::encode(&server_span.parent_span_id), parent);
+        for child in trace.iter().filter(|s| s.name != "POST /predict") {
+            assert_eq!(child.parent_span_id, server_span.span_id, "{}", child.name);
+        }
+    }
+    assert_eq!(
+        spans.len(),
+        6,
+        "spans outside the two sampled traces: {spans:?}"
+    );
+}
