@@ -61,3 +61,36 @@ token() { # PORT -> a bearer token for the bench user
     -d '{"username":"bench","password":"bench-password"}' |
     sed -E 's/.*"access_token":"([^"]+)".*/\1/'
 }
+
+# start_otlp_sink GRPC_PORT HTTP_PORT: the discarding OTLP collector (benches/otlp_sink.rs);
+# `curl 127.0.0.1:HTTP_PORT/spans` tells how many spans it received.
+start_otlp_sink() {
+  cargo build --release --quiet --example otlp_sink
+  target/release/examples/otlp_sink "$1" "$2" 2>"$work/otlp_sink.log" &
+  pids+=($!)
+  wait_ready "http://127.0.0.1:$2/spans" >/dev/null
+}
+
+# OTLP exporter settings for the sink: otlp_env grpc|http/protobuf GRPC_PORT HTTP_PORT
+otlp_env() {
+  local port=$2
+  [ "$1" = http/protobuf ] && port=$3
+  echo OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=$1 \
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$port
+}
+
+# each_exporter FN: calls `FN LABEL ENV...` for every exporter, with every request sampled
+# and with the sampler production runs with (a tenth of the traces that start here, and
+# whatever the caller decided for the rest). The sink runs on $GRPC_PORT and $HTTP_PORT.
+each_exporter() {
+  local tenth="OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1"
+  local grpc http
+  grpc=$(otlp_env grpc "$GRPC_PORT" "$HTTP_PORT")
+  http=$(otlp_env http/protobuf "$GRPC_PORT" "$HTTP_PORT")
+  $1 "Jaeger agent, every request" OTEL_TRACES_EXPORTER=jaeger
+  $1 "Jaeger agent, 10 % sampled" OTEL_TRACES_EXPORTER=jaeger $tenth
+  $1 "OTLP gRPC, every request" $grpc
+  $1 "OTLP gRPC, 10 % sampled" $grpc $tenth
+  $1 "OTLP HTTP/protobuf, every request" $http
+  $1 "OTLP HTTP/protobuf, 10 % sampled" $http $tenth
+}

@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 N=${N:-1000}
 IMAGE=${IMAGE:-tests/fixtures/seven.png}
 AGENT_PORT=${AGENT_PORT:-16841}
+GRPC_PORT=${GRPC_PORT:-14327}
+HTTP_PORT=${HTTP_PORT:-14328}
 source benches/common.sh
 need valgrind
+start_otlp_sink $GRPC_PORT $HTTP_PORT
 
 # send PORT COUNT TOKEN: COUNT sequential /predict requests on one connection
 send() {
@@ -74,4 +77,4 @@ echo "| setting | instructions per request | of which the export task |"
 echo "|---|---|---|"
 measure "tracing off (\`OTEL_TRACES_EXPORTER=none\`)" OTEL_TRACES_EXPORTER=none
 measure "spans created, sampled out (\`OTEL_TRACES_SAMPLER=always_off\`)" OTEL_TRACES_SAMPLER=always_off
-measure "Jaeger export (the default)" OTEL_TRACES_EXPORTER=jaeger
+each_exporter measure
