@@ -76,5 +76,5 @@ echo
 echo "| setting | instructions per request | of which the export task |"
 echo "|---|---|---|"
 measure "tracing off (\`OTEL_TRACES_EXPORTER=none\`)" OTEL_TRACES_EXPORTER=none
-measure "spans created, sampled out (\`OTEL_TRACES_SAMPLER=always_off\`)" OTEL_TRACES_SAMPLER=always_off
+measure "every trace dropped by the sampler (\`OTEL_TRACES_SAMPLER=always_off\`)" OTEL_TRACES_SAMPLER=always_off
 each_exporter measure
