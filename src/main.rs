@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let exporters = telemetry::parse_exporters(&args.traces_exporter)?;
-    let _telemetry = telemetry::init(&exporters)?;
+    let _telemetry = telemetry::init(&exporters, telemetry::SERVICE_NAME)?;
     let app = Application::build(&args, ServeArgs::secret_from_env()).await?;
     tracing::info!(address = %app.local_addr(), "listening");
     app.run_until(shutdown_signal()).await;
