@@ -36,7 +36,7 @@ pub enum Command {
     },
     /// Classify images with a running server (a traced client of it): one line per file,
     /// file, digit and probability.
-    Predict(crate::client::PredictArgs),
+    Predict(Box<crate::client::PredictArgs>),
 }
 
 /// Changes to the users file.

@@ -61,11 +61,7 @@ fn json_lines_carry_the_probabilities() {
     let server = Server::builder().no_auth().start();
     let dir = tempfile::tempdir().unwrap();
     let files = digits_in(dir.path(), &["two", "seven"]);
-    let run = ClientRun::of(
-        predict_command(&server.url(""))
-            .arg("--json")
-            .args(&files),
-    );
+    let run = ClientRun::of(predict_command(&server.url("")).arg("--json").args(&files));
     run.assert_exit(0);
     let lines: Vec<serde_json::Value> = run
         .stdout
@@ -90,7 +86,8 @@ fn a_token_may_replace_the_login_and_a_missing_login_is_explained() {
     let run = ClientRun::of(predict_command(&server.url("")).args(&files));
     run.assert_exit(3);
     assert!(
-        run.stderr.contains("the server requires a login: pass --user NAME"),
+        run.stderr
+            .contains("the server requires a login: pass --user NAME"),
         "{run:#?}"
     );
     let token = tokio::runtime::Runtime::new()
@@ -138,9 +135,8 @@ fn a_wrong_password_is_refused_with_exit_code_3() {
     );
     run.assert_exit(3);
     assert!(
-        run.stderr.contains(
-            "the server refused the login for `alice`: Bad username or password"
-        ),
+        run.stderr
+            .contains("the server refused the login for `alice`: Bad username or password"),
         "{run:#?}"
     );
     assert!(run.stdout.is_empty());
@@ -159,8 +155,10 @@ fn an_unreadable_file_is_named_and_nothing_is_sent() {
     );
     run.assert_exit(2);
     assert!(
-        run.stderr
-            .contains(&format!("{}: cannot read it: No such file", shown(&missing))),
+        run.stderr.contains(&format!(
+            "{}: cannot read it: No such file",
+            shown(&missing)
+        )),
         "{run:#?}"
     );
     assert!(run.stdout.is_empty());
@@ -222,7 +220,10 @@ fn a_directory_of_mixed_files_skips_non_images_and_names_broken_ones() {
         )),
         "{run:#?}"
     );
-    assert!(run.stderr.contains("1 of 3 files got no answer"), "{run:#?}");
+    assert!(
+        run.stderr.contains("1 of 3 files got no answer"),
+        "{run:#?}"
+    );
 
     // Named on the command line, a non-image is a mistake: nothing is sent.
     let run = ClientRun::of(predict_as_user(&server.url("")).arg(&files[0]).arg(&notes));
@@ -241,7 +242,11 @@ fn an_image_over_the_servers_limit_gets_its_413_named() {
     let dir = tempfile::tempdir().unwrap();
     let files = digits_in(dir.path(), &["seven"]);
     let large = dir.path().join("large.png");
-    std::fs::write(&large, png(GrayImage::from_pixel(40, 40, image::Luma([200])))).unwrap();
+    std::fs::write(
+        &large,
+        png(GrayImage::from_pixel(40, 40, image::Luma([200]))),
+    )
+    .unwrap();
     let run = ClientRun::of(
         predict_as_user(&server.url(""))
             .arg("--json")

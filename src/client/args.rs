@@ -15,7 +15,11 @@ pub struct PredictArgs {
     #[arg(required = true, value_name = "FILE")]
     pub inputs: Vec<PathBuf>,
     /// Base URL of the server (plain http).
-    #[arg(long, env = "MNIST_API_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "MNIST_API_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
     pub server: Url,
     /// Log in as this user; the password comes from MNIST_API_PASSWORD, else a prompt.
     #[arg(long, env = "MNIST_API_USER")]

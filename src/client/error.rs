@@ -43,7 +43,9 @@ pub enum ClientError {
         path: PathBuf,
     },
     /// `--server` is not a plain-http URL.
-    #[error("{0}: only http:// servers are supported (put a TLS-terminating proxy in front of https)")]
+    #[error(
+        "{0}: only http:// servers are supported (put a TLS-terminating proxy in front of https)"
+    )]
     Scheme(String),
     /// No password in the environment and no terminal to ask on.
     #[error("no password for `{user}`: set MNIST_API_PASSWORD, or run from a terminal to be asked ({source})")]
@@ -54,7 +56,9 @@ pub enum ClientError {
         source: io::Error,
     },
     /// Nothing answers at the server's address, or the connection failed.
-    #[error("cannot reach the server at {url}: {cause} (is it running? --server sets its address)")]
+    #[error(
+        "cannot reach the server at {url}: {cause} (is it running? --server sets its address)"
+    )]
     Unreachable {
         /// The request's URL.
         url: String,

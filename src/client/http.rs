@@ -279,14 +279,12 @@ impl Refusal {
         Refusal {
             status: status.as_u16(),
             code: text("code").unwrap_or_else(|| "unknown".to_string()),
-            msg: text("msg")
-                .or_else(|| text("error"))
-                .unwrap_or_else(|| {
-                    status
-                        .canonical_reason()
-                        .unwrap_or("no reason given")
-                        .to_string()
-                }),
+            msg: text("msg").or_else(|| text("error")).unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("no reason given")
+                    .to_string()
+            }),
         }
     }
 }

@@ -230,9 +230,12 @@ mod tests {
     fn a_named_non_image_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let notes = touch(dir.path(), "notes.txt");
-        let e = expand(&[notes.clone()]).unwrap_err();
+        let e = expand(std::slice::from_ref(&notes)).unwrap_err();
         assert!(matches!(e, ClientError::NotAnImage { .. }));
-        assert!(e.to_string().starts_with(&notes.display().to_string()), "{e}");
+        assert!(
+            e.to_string().starts_with(&notes.display().to_string()),
+            "{e}"
+        );
     }
 
     #[test]
@@ -257,8 +260,11 @@ mod tests {
     fn a_missing_file_or_an_empty_directory_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("nope.png");
-        let e = expand(&[missing.clone()]).unwrap_err();
-        assert!(e.to_string().starts_with(&missing.display().to_string()), "{e}");
+        let e = expand(std::slice::from_ref(&missing)).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&missing.display().to_string()),
+            "{e}"
+        );
         let e = expand(&[dir.path().to_path_buf()]).unwrap_err();
         assert!(matches!(e, ClientError::NoImages { .. }), "{e}");
     }

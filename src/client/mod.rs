@@ -127,7 +127,9 @@ fn password(user: &str) -> Result<String, ClientError> {
         source,
     };
     if !std::io::stdin().is_terminal() {
-        return Err(no_password(std::io::Error::other("stdin is not a terminal")));
+        return Err(no_password(std::io::Error::other(
+            "stdin is not a terminal",
+        )));
     }
     rpassword::prompt_password(format!("password for {user}: ")).map_err(no_password)
 }
@@ -138,7 +140,10 @@ fn password(user: &str) -> Result<String, ClientError> {
 fn plan(files: Vec<Input>, limits: Option<Limits>, batch: Option<NonZeroUsize>) -> Vec<Vec<Input>> {
     let batch = batch.map(NonZeroUsize::get);
     let (max_files, max_bytes) = match limits {
-        Some(l) => (batch.unwrap_or(usize::MAX).min(l.max_files), l.max_body_bytes),
+        Some(l) => (
+            batch.unwrap_or(usize::MAX).min(l.max_files),
+            l.max_body_bytes,
+        ),
         None => (batch.unwrap_or(1), u64::MAX),
     };
     let mut out: Vec<Vec<Input>> = Vec::new();
@@ -275,9 +280,18 @@ mod tests {
         let batches = plan(files(&[10; 7]), Some(limits), None);
         assert_eq!(shape(&batches), [3, 3, 1]);
         let order: Vec<_> = batches.concat().into_iter().map(|f| f.path).collect();
-        assert_eq!(order, files(&[10; 7]).into_iter().map(|f| f.path).collect::<Vec<_>>());
+        assert_eq!(
+            order,
+            files(&[10; 7])
+                .into_iter()
+                .map(|f| f.path)
+                .collect::<Vec<_>>()
+        );
         let smaller = NonZeroUsize::new(2);
-        assert_eq!(shape(&plan(files(&[10; 5]), Some(limits), smaller)), [2, 2, 1]);
+        assert_eq!(
+            shape(&plan(files(&[10; 5]), Some(limits), smaller)),
+            [2, 2, 1]
+        );
         let larger = NonZeroUsize::new(10);
         assert_eq!(shape(&plan(files(&[10; 5]), Some(limits), larger)), [3, 2]);
     }

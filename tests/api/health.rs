@@ -30,7 +30,14 @@ async fn model_endpoint_describes_the_loaded_weights() {
 #[tokio::test]
 async fn model_endpoint_publishes_the_request_limits() {
     let app = Server::builder()
-        .args(["--max-files", "3", "--max-body-bytes", "5000", "--max-image-side", "99"])
+        .args([
+            "--max-files",
+            "3",
+            "--max-body-bytes",
+            "5000",
+            "--max-image-side",
+            "99",
+        ])
         .start();
     let body: serde_json::Value = app.get("/model").await.json().await.unwrap();
     assert_eq!(

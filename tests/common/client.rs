@@ -26,7 +26,8 @@ pub fn predict_command(server: &str) -> Command {
 /// [`predict_command`] logged in as [`USER`], the password in the environment.
 pub fn predict_as_user(server: &str) -> Command {
     let mut cmd = predict_command(server);
-    cmd.args(["--user", USER]).env("MNIST_API_PASSWORD", PASSWORD);
+    cmd.args(["--user", USER])
+        .env("MNIST_API_PASSWORD", PASSWORD);
     cmd
 }
 

@@ -40,12 +40,7 @@ async fn run_client(server: &Server, env: &[(&str, String)], files: &[PathBuf]) 
     cmd.env("OTEL_BSP_SCHEDULE_DELAY", "200")
         .envs(env.iter().map(|(k, v)| (k, v)))
         .args(files);
-    ClientRun::from(
-        tokio::process::Command::from(cmd)
-            .output()
-            .await
-            .unwrap(),
-    )
+    ClientRun::from(tokio::process::Command::from(cmd).output().await.unwrap())
 }
 
 /// One image file holding the fixture `seven`.

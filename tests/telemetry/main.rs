@@ -2,9 +2,9 @@
 //! agent over UDP, OTLP over gRPC), propagation of the caller's trace (the `predict` client's
 //! included), and collector outages.
 
+mod client;
 #[path = "../common/mod.rs"]
 mod common;
-mod client;
 mod helpers;
 mod in_memory;
 mod jaeger_wire;
