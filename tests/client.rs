@@ -63,11 +63,7 @@ fn json_lines_carry_the_probabilities() {
     let files = digits_in(dir.path(), &["two", "seven"]);
     let run = ClientRun::of(predict_command(&server.url("")).arg("--json").args(&files));
     run.assert_exit(0);
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = run.json_lines();
     assert_eq!(lines.len(), 2);
     for (line, (file, digit)) in lines.iter().zip([(&files[0], 2), (&files[1], 7)]) {
         assert_eq!(line["file"], shown(file));
@@ -254,11 +250,7 @@ fn an_image_over_the_servers_limit_gets_its_413_named() {
             .args(&files),
     );
     run.assert_exit(1);
-    let lines: Vec<serde_json::Value> = run
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = run.json_lines();
     assert_eq!(lines[0]["file"], shown(&large));
     assert_eq!(lines[0]["code"], "image_too_large");
     assert_eq!(lines[1]["prediction"], 7);

@@ -60,6 +60,14 @@ impl ClientRun {
             .collect()
     }
 
+    /// The `--json` lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
     /// The trace id printed on stderr, if any.
     pub fn trace_id(&self) -> Option<String> {
         self.stderr
