@@ -19,7 +19,13 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Some(Command::User { action }) => return user_admin::run(action, &cli.serve.users),
         Some(Command::Predict(args)) => {
-            let code = tokio::runtime::Runtime::new()?.block_on(predict(args))?;
+            let code = tokio::runtime::Runtime::new()?
+                .block_on(predict(args))
+                .unwrap_or_else(|e| {
+                    // Tracing settings are flags too: a bad one is a usage error.
+                    eprintln!("error: {e:#}");
+                    2
+                });
             // After the runtime and the telemetry guard are gone: the last spans are out.
             std::process::exit(code.into());
         }

@@ -262,3 +262,19 @@ fn an_image_over_the_servers_limit_gets_its_413_named() {
         "{run:#?}"
     );
 }
+
+#[test]
+fn a_bad_tracing_setting_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = digits_in(dir.path(), &["one"]);
+    let run = ClientRun::of(
+        predict_command("http://127.0.0.1:9")
+            .env("OTEL_TRACES_EXPORTER", "zipkin")
+            .args(&files),
+    );
+    run.assert_exit(2);
+    assert!(
+        run.stderr.contains("unknown traces exporter `zipkin`"),
+        "{run:#?}"
+    );
+}
