@@ -12,7 +12,8 @@ use crate::inference::EngineConfig;
 use crate::login_throttle::ThrottleConfig;
 use crate::preprocess::ImageLimits;
 
-/// Serve MNIST digit predictions over HTTP, or manage the users allowed to log in.
+/// Serve MNIST digit predictions over HTTP, manage the users allowed to log in, or ask a
+/// running server about images.
 #[derive(Parser, Debug)]
 #[command(name = "mnist-api", version)]
 pub struct Cli {
@@ -33,6 +34,9 @@ pub enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Classify images with a running server (a traced client of it): one line per file,
+    /// file, digit and probability.
+    Predict(Box<crate::client::PredictArgs>),
 }
 
 /// Changes to the users file.

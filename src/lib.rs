@@ -1,10 +1,11 @@
 //! mnist-api: a small CNN trained on MNIST with candle and served over HTTP with warp.
 //!
-//! The library holds everything; `src/main.rs` (the server) and `train/main.rs` (the trainer)
-//! only wire these modules together.
+//! The library holds everything; `src/main.rs` (the server and the `predict` client) and
+//! `train/main.rs` (the trainer) only wire these modules together.
 
 pub mod atomic;
 pub mod auth;
+pub mod client;
 pub mod clip;
 pub mod config;
 pub mod conv;

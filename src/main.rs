@@ -1,6 +1,8 @@
-//! `mnist-api`: the HTTP server (and its users subcommand). Only wiring lives here.
+//! `mnist-api`: the HTTP server, its users subcommand and the `predict` client. Only wiring
+//! lives here.
 
 use clap::Parser;
+use mnist_api::client::{self, PredictArgs};
 use mnist_api::config::{Cli, Command, ServeArgs};
 use mnist_api::startup::Application;
 use mnist_api::{telemetry, user_admin};
@@ -14,8 +16,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::User { action }) = &cli.command {
-        return user_admin::run(action, &cli.serve.users);
+    match &cli.command {
+        Some(Command::User { action }) => return user_admin::run(action, &cli.serve.users),
+        Some(Command::Predict(args)) => {
+            let code = tokio::runtime::Runtime::new()?
+                .block_on(predict(args))
+                .unwrap_or_else(|e| {
+                    // Tracing settings are flags too: a bad one is a usage error.
+                    eprintln!("error: {e:#}");
+                    2
+                });
+            // After the runtime and the telemetry guard are gone: the last spans are out.
+            std::process::exit(code.into());
+        }
+        None => {}
     }
     // Each model worker runs its batch on one core: candle's intra-op threading costs more
     // than it gains on MNIST-sized matrices, and several workers already use the cores.
@@ -31,12 +45,19 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let exporters = telemetry::parse_exporters(&args.traces_exporter)?;
-    let _telemetry = telemetry::init(&exporters)?;
+    let _telemetry = telemetry::init(&exporters, telemetry::SERVICE_NAME)?;
     let app = Application::build(&args, ServeArgs::secret_from_env()).await?;
     tracing::info!(address = %app.local_addr(), "listening");
     app.run_until(shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The client's run; the telemetry guard flushes its spans before the exit code returns.
+async fn predict(args: &PredictArgs) -> anyhow::Result<u8> {
+    let exporters = telemetry::parse_exporters(&args.traces_exporter)?;
+    let _telemetry = telemetry::init(&exporters, client::SERVICE_NAME)?;
+    Ok(client::run(args).await)
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).

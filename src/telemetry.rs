@@ -37,7 +37,7 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::span_export::{self, Bounded, Clipped, Counted, DropReason, JaegerAgent, Lazy};
 
-/// The service name in every span, unless `OTEL_SERVICE_NAME` says otherwise.
+/// The server's service name in every span, unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "mnist-api";
 /// Log filter when `RUST_LOG` is unset: clients' mistakes (4xx, at info under
 /// `mnist_api::exception`) are left out, overloads and our own failures stay: at most one line
@@ -79,19 +79,20 @@ pub fn parse_exporters(list: &str) -> anyhow::Result<Vec<Exporter>> {
     Ok(out)
 }
 
-/// The service name: `OTEL_SERVICE_NAME` if set, else [`SERVICE_NAME`].
-pub fn service_name() -> String {
+/// The service name: `OTEL_SERVICE_NAME` if set, else `default` (the program's own name,
+/// e.g. [`SERVICE_NAME`]).
+pub fn service_name(default: &str) -> String {
     std::env::var("OTEL_SERVICE_NAME")
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| SERVICE_NAME.to_string())
+        .unwrap_or_else(|| default.to_string())
 }
 
-/// `service.name`, `service.version`, plus what the SDK detects (`OTEL_RESOURCE_ATTRIBUTES`,
-/// `telemetry.sdk.*`).
-pub fn resource() -> Resource {
+/// `service.name` (see [`service_name`]), `service.version`, plus what the SDK detects
+/// (`OTEL_RESOURCE_ATTRIBUTES`, `telemetry.sdk.*`).
+pub fn resource(default_service: &str) -> Resource {
     Resource::default().merge(&Resource::new([
-        KeyValue::new("service.name", service_name()),
+        KeyValue::new("service.name", service_name(default_service)),
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
     ]))
 }
@@ -127,10 +128,11 @@ impl Drop for TelemetryGuard {
 }
 
 /// Builds a provider exporting to `exporters` (batch, bounded queue) with the standard
-/// sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on).
-pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
-    let mut builder =
-        TracerProvider::builder().with_config(Config::default().with_resource(resource()));
+/// sampler (`OTEL_TRACES_SAMPLER`, default parent-based always-on), as `default_service`
+/// unless `OTEL_SERVICE_NAME` is set.
+pub fn provider(exporters: &[Exporter], default_service: &str) -> anyhow::Result<TracerProvider> {
+    let mut builder = TracerProvider::builder()
+        .with_config(Config::default().with_resource(resource(default_service)));
     for exporter in exporters {
         // Reads OTEL_BSP_* for queue size, delay and timeouts.
         let mut batch = BatchConfigBuilder::default();
@@ -155,7 +157,7 @@ pub fn provider(exporters: &[Exporter]) -> anyhow::Result<TracerProvider> {
                 let exporter = Lazy::new(
                     JaegerAgent {
                         endpoint: format!("{host}:{port}"),
-                        service_name: service_name(),
+                        service_name: service_name(default_service),
                     },
                     span_export::RETRY_EVERY,
                 );
@@ -217,12 +219,13 @@ fn processor<E: SpanExporter + 'static>(
 
 /// Installs logging (stderr, `RUST_LOG`, default [`DEFAULT_LOG_FILTER`]) and, when `exporters` is not empty,
 /// the OpenTelemetry layer, the W3C trace-context propagator and the exporter error handler.
+/// Spans name `default_service` unless `OTEL_SERVICE_NAME` is set.
 /// Must run inside the tokio runtime (the batch processors live on it).
-pub fn init(exporters: &[Exporter]) -> anyhow::Result<TelemetryGuard> {
+pub fn init(exporters: &[Exporter], default_service: &str) -> anyhow::Result<TelemetryGuard> {
     let provider = if exporters.is_empty() {
         None
     } else {
-        Some(provider(exporters)?)
+        Some(provider(exporters, default_service)?)
     };
     install(provider.as_ref());
     Ok(TelemetryGuard { provider })

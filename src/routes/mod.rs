@@ -56,7 +56,7 @@ pub fn api(
         jaeger_ui_url,
     } = services;
     let routes = health::route()
-        .or(model_info::route(Arc::clone(&repository)))
+        .or(model_info::route(Arc::clone(&predictor)))
         .or(metrics::route())
         .or(openapi::route())
         .or(login::route(login, Arc::clone(&auth)))

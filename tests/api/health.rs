@@ -1,4 +1,4 @@
-use crate::common::spawn_app;
+use crate::common::{spawn_app, Server};
 
 #[tokio::test]
 async fn health_answers_ok() {
@@ -25,4 +25,23 @@ async fn model_endpoint_describes_the_loaded_weights() {
     assert_eq!(body["sha256"].as_str().unwrap().len(), 64);
     assert!(body["metadata"]["test_accuracy"].as_f64().unwrap() >= 0.993);
     assert!(body["metadata"]["created"].is_string());
+}
+
+#[tokio::test]
+async fn model_endpoint_publishes_the_request_limits() {
+    let app = Server::builder()
+        .args([
+            "--max-files",
+            "3",
+            "--max-body-bytes",
+            "5000",
+            "--max-image-side",
+            "99",
+        ])
+        .start();
+    let body: serde_json::Value = app.get("/model").await.json().await.unwrap();
+    assert_eq!(
+        body["limits"],
+        serde_json::json!({"max_files": 3, "max_body_bytes": 5000, "max_image_side": 99})
+    );
 }

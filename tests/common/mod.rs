@@ -1,6 +1,7 @@
 //! What every test crate shares: the server binary under test ([`Server`]), the requests the
-//! tests make of it ([`Endpoint`]), fixtures, the MNIST files, and running the binaries to
-//! completion. Included by each crate with `mod common;` (or `#[path]` from a subdirectory).
+//! tests make of it ([`Endpoint`]), the `predict` client run against it ([`ClientRun`]),
+//! fixtures, the MNIST files, and running the binaries to completion. Included by each crate
+//! with `mod common;` (or `#[path]` from a subdirectory).
 //!
 //! Set `TEST_LOG=1` to see the servers' logs.
 
@@ -8,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod builder;
+mod client;
 mod commands;
 mod endpoint;
 mod fixtures;
@@ -16,6 +18,7 @@ mod mnist;
 mod server;
 
 pub use builder::ServerBuilder;
+pub use client::{predict_as_user, predict_command, shown, ClientRun};
 pub use commands::{output_text, run, MNIST_API, TRAIN};
 pub use endpoint::{error_of, Endpoint};
 pub use fixtures::{digit, encode, png, weights_path, PASSWORD, SECRET, USER};

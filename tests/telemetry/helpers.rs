@@ -22,7 +22,11 @@ pub fn exporter() -> &'static InMemorySpanExporter {
             let exporter = InMemorySpanExporter::default();
             let provider = TracerProvider::builder()
                 .with_simple_exporter(exporter.clone())
-                .with_config(Config::default().with_resource(mnist_api::telemetry::resource()))
+                .with_config(
+                    Config::default().with_resource(mnist_api::telemetry::resource(
+                        mnist_api::telemetry::SERVICE_NAME,
+                    )),
+                )
                 .build();
             mnist_api::telemetry::install(Some(&provider));
             (exporter, provider)

@@ -11,7 +11,7 @@ use crate::common::{digit, Endpoint, Server};
 use crate::helpers::spawn_traced;
 
 #[derive(Debug, Clone, PartialEq)]
-enum TagValue {
+pub enum TagValue {
     Str(String),
     Double(f64),
     Bool(bool),
@@ -20,15 +20,20 @@ enum TagValue {
 }
 
 #[derive(Debug, Default)]
-struct Span {
-    operation: String,
-    tags: HashMap<String, TagValue>,
+pub struct Span {
+    pub trace_id_low: i64,
+    pub trace_id_high: i64,
+    pub span_id: i64,
+    /// 0 for a root span.
+    pub parent_span_id: i64,
+    pub operation: String,
+    pub tags: HashMap<String, TagValue>,
 }
 
 #[derive(Debug, Default)]
-struct Batch {
-    service: String,
-    spans: Vec<Span>,
+pub struct Batch {
+    pub service: String,
+    pub spans: Vec<Span>,
 }
 
 type Proto<'a> = TCompactInputProtocol<&'a [u8]>;
@@ -94,6 +99,10 @@ fn span(p: &mut Proto) -> thrift::Result<Span> {
     let mut span = Span::default();
     fields(p, |p, id, _| {
         match id {
+            1 => span.trace_id_low = p.read_i64()?,
+            2 => span.trace_id_high = p.read_i64()?,
+            3 => span.span_id = p.read_i64()?,
+            4 => span.parent_span_id = p.read_i64()?,
             5 => span.operation = p.read_string()?,
             10 => span.tags = tags(p)?,
             _ => return Ok(false),
@@ -146,15 +155,22 @@ fn emit_batch(datagram: &[u8]) -> thrift::Result<Batch> {
     Ok(found.expect("emitBatch without a batch"))
 }
 
-/// A Jaeger agent's UDP socket on loopback, and the server exporting to it with `env` besides.
-async fn agent_and_server(env: &[(&str, String)]) -> (UdpSocket, Server) {
+/// A Jaeger agent's UDP socket on loopback, and the tracing environment that sends a
+/// process's spans to it.
+pub async fn agent() -> (UdpSocket, Vec<(&'static str, String)>) {
     let agent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let port = agent.local_addr().unwrap().port();
-    let mut vars = vec![
+    let env = vec![
         ("OTEL_TRACES_EXPORTER", "jaeger".to_string()),
         ("JAEGER_AGENT_HOST", "127.0.0.1".into()),
         ("JAEGER_AGENT_PORT", port.to_string()),
     ];
+    (agent, env)
+}
+
+/// A Jaeger agent's UDP socket on loopback, and the server exporting to it with `env` besides.
+async fn agent_and_server(env: &[(&str, String)]) -> (UdpSocket, Server) {
+    let (agent, mut vars) = agent().await;
     vars.extend_from_slice(env);
     (agent, spawn_traced(&vars))
 }
@@ -198,7 +214,7 @@ async fn prediction_span_reaches_a_jaeger_agent_with_its_tags() {
 }
 
 /// Collects every datagram until the agent has been quiet for two seconds.
-async fn drain(agent: &UdpSocket) -> Vec<Batch> {
+pub async fn drain(agent: &UdpSocket) -> Vec<Batch> {
     let mut buf = vec![0u8; 65_536];
     let mut batches = Vec::new();
     while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), agent.recv(&mut buf)).await {

@@ -1,6 +1,8 @@
 //! Tracing, end to end: span trees in memory, and the real binary's spans on the wire (Jaeger
-//! agent over UDP, OTLP over gRPC), propagation of the caller's trace, and collector outages.
+//! agent over UDP, OTLP over gRPC), propagation of the caller's trace (the `predict` client's
+//! included), and collector outages.
 
+mod client;
 #[path = "../common/mod.rs"]
 mod common;
 mod helpers;

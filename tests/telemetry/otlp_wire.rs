@@ -10,6 +10,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use tokio::sync::mpsc;
 
 use crate::common::digit;
@@ -30,30 +31,34 @@ impl TraceService for Collector {
     }
 }
 
-#[tokio::test]
-async fn prediction_span_reaches_an_otlp_collector() {
+/// An OTLP/gRPC collector on loopback: its endpoint, and the export requests it receives.
+pub async fn collector() -> (String, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TraceServiceServer::new(Collector(tx)))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
-    let mut server = spawn_traced(&[
-        ("OTEL_TRACES_EXPORTER", "otlp".into()),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        ),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
-    ]);
-    let res = server.predict(None, vec![digit("one")]).await;
-    assert_eq!(res.status(), 200);
-    let body: serde_json::Value = res.json().await.unwrap();
-    assert!(server.stop(Duration::from_secs(15)).await.success());
+    (format!("http://127.0.0.1:{port}"), rx)
+}
 
-    let mut found = None;
+/// The tracing environment that sends a process's spans to the collector at `endpoint`.
+pub fn otlp_env(endpoint: &str) -> [(&'static str, String); 3] {
+    [
+        ("OTEL_TRACES_EXPORTER", "otlp".into()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.to_string()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+    ]
+}
+
+/// Every span received until the collector has been quiet for two seconds, with the
+/// `service.name` of the process that sent it.
+pub async fn received(
+    rx: &mut mpsc::UnboundedReceiver<ExportTraceServiceRequest>,
+) -> Vec<(Option<Value>, Span)> {
+    let mut out = Vec::new();
     while let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
         for rs in req.resource_spans {
             let service = rs
@@ -64,15 +69,27 @@ async fn prediction_span_reaches_an_otlp_collector() {
                 .and_then(|kv| kv.value.clone())
                 .and_then(|v| v.value);
             for ss in rs.scope_spans {
-                for span in ss.spans {
-                    if span.name == "prediction" {
-                        found = Some((service.clone(), span));
-                    }
-                }
+                out.extend(ss.spans.into_iter().map(|s| (service.clone(), s)));
             }
         }
     }
-    let (service, span) = found.expect("no prediction span reached the collector");
+    out
+}
+
+#[tokio::test]
+async fn prediction_span_reaches_an_otlp_collector() {
+    let (endpoint, mut rx) = collector().await;
+    let mut server = spawn_traced(&otlp_env(&endpoint));
+    let res = server.predict(None, vec![digit("one")]).await;
+    assert_eq!(res.status(), 200);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(server.stop(Duration::from_secs(15)).await.success());
+
+    let (service, span) = received(&mut rx)
+        .await
+        .into_iter()
+        .find(|(_, s)| s.name == "prediction")
+        .expect("no prediction span reached the collector");
     assert_eq!(service, Some(Value::StringValue("mnist-api".into())));
     let attr = |k: &str| {
         span.attributes
