@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 pub mod clip;
 pub mod config;
+pub mod console_spans;
 pub mod conv;
 pub mod data;
 pub mod decode_pool;

@@ -7,7 +7,7 @@
 //!   `JAEGER_AGENT_HOST`:`JAEGER_AGENT_PORT`, default `localhost:6831`, as the original app did;
 //! - `otlp`: gRPC to 4317 or HTTP/protobuf to 4318 per the standard `OTEL_EXPORTER_OTLP_*`
 //!   variables (`OTEL_EXPORTER_OTLP_PROTOCOL` = `grpc` or `http/protobuf`);
-//! - `console`: spans printed on stdout.
+//! - `console`: spans printed on stdout, one line of OTLP JSON each.
 //!
 //! Every exporter sits behind a batch processor with a bounded queue: when a collector is slow
 //! or missing, spans are dropped (and counted) instead of slowing requests or growing memory.
@@ -181,10 +181,8 @@ pub fn provider(exporters: &[Exporter], default_service: &str) -> anyhow::Result
                 .context("OTLP exporter")?;
                 builder.with_span_processor(processor(exporter, batch))
             }
-            Exporter::Console => builder.with_span_processor(processor(
-                opentelemetry_stdout::SpanExporter::default(),
-                batch,
-            )),
+            Exporter::Console => builder
+                .with_span_processor(processor(crate::console_spans::Console::stdout(), batch)),
         };
     }
     Ok(builder.build())

@@ -39,3 +39,31 @@ async fn dead_exporters_do_not_break_requests_or_shutdown() {
     );
     drop(black_hole);
 }
+
+#[tokio::test]
+async fn the_console_exporter_prints_batches_and_lets_the_server_stop() {
+    // opentelemetry-stdout looped for good on any batch of two spans or more.
+    let mut server = spawn_traced(&[("OTEL_TRACES_EXPORTER", "console".into())]);
+    let res = server
+        .predict(None, vec![digit("seven"), digit("two")])
+        .await;
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let status = server.stop(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status:?}: {}", server.log());
+    let spans: Vec<serde_json::Value> = server
+        .log()
+        .lines()
+        .filter(|l| l.starts_with("{\"resourceSpans\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<_> = spans
+        .iter()
+        .map(|s| s["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"].clone())
+        .collect();
+    assert_eq!(
+        names.iter().filter(|n| *n == "prediction").count(),
+        2,
+        "{names:?}"
+    );
+}
