@@ -110,34 +110,15 @@ async fn prediction_span_reaches_an_otlp_collector() {
     }
 }
 
-/// An in-process OTLP/gRPC collector on loopback: its port and what it receives.
-async fn start_collector() -> (u16, mpsc::UnboundedReceiver<ExportTraceServiceRequest>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Collector(tx)))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    (port, rx)
-}
-
 #[tokio::test]
 async fn a_dropped_trace_exports_nothing_and_sampled_traces_are_whole() {
-    let (port, mut rx) = start_collector().await;
+    let (endpoint, mut rx) = collector().await;
     // Ratio 1: every trace that starts here is kept; a caller's decision is followed. A span
     // of a dropped trace that lost its parent would start a trace of its own, and be kept.
-    let mut server = spawn_traced(&[
-        ("OTEL_TRACES_EXPORTER", "otlp".into()),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{port}"),
-        ),
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
-        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()),
-        ("OTEL_TRACES_SAMPLER_ARG", "1".into()),
-    ]);
+    let mut env = otlp_env(&endpoint).to_vec();
+    env.push(("OTEL_TRACES_SAMPLER", "parentbased_traceidratio".into()));
+    env.push(("OTEL_TRACES_SAMPLER_ARG", "1".into()));
+    let mut server = spawn_traced(&env);
     let predict = |traceparent: Option<String>| {
         let form = reqwest::multipart::Form::new().part(
             "file",
@@ -176,14 +157,11 @@ async fn a_dropped_trace_exports_nothing_and_sampled_traces_are_whole() {
     assert!(header(&own, "traceresponse").ends_with("-01"));
     assert!(server.stop(Duration::from_secs(15)).await.success());
 
-    let mut spans = Vec::new();
-    while let Ok(Some(req)) = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
-        for rs in req.resource_spans {
-            for ss in rs.scope_spans {
-                spans.extend(ss.spans);
-            }
-        }
-    }
+    let spans: Vec<_> = received(&mut rx)
+        .await
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect();
     for (trace, parent) in [(caller_trace, caller_span), (own_trace.as_str(), "")] {
         let trace: Vec<_> = spans
             .iter()
