@@ -46,9 +46,10 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let exporters = telemetry::parse_exporters(&args.traces_exporter)?;
     let _telemetry = telemetry::init(&exporters, telemetry::SERVICE_NAME)?;
+    let shutdown = shutdown_signal()?;
     let app = Application::build(&args, ServeArgs::secret_from_env()).await?;
     tracing::info!(address = %app.local_addr(), "listening");
-    app.run_until(shutdown_signal()).await;
+    app.run_until(shutdown).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -60,24 +61,24 @@ async fn predict(args: &PredictArgs) -> anyhow::Result<u8> {
     Ok(client::run(args).await)
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on Ctrl-C or SIGTERM (what `docker stop` and Kubernetes send). The handlers are
+/// installed here, before the port opens: installed on first poll, a SIGTERM that came right
+/// after start-up found none and killed the process instead of stopping it.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
+        })
     }
+    #[cfg(not(unix))]
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }

@@ -64,6 +64,14 @@ async fn sigterm_lets_the_request_in_flight_finish() {
 }
 
 #[tokio::test]
+async fn a_sigterm_as_soon_as_it_listens_stops_it_gracefully() {
+    // The harness returns once the `listening` line is out: the signal lands at once.
+    let mut app = spawn_app();
+    let status = app.stop(Duration::from_secs(10)).await;
+    assert!(status.success(), "{status}: {}", app.log());
+}
+
+#[tokio::test]
 async fn a_stopped_app_closes_its_port() {
     let mut app = spawn_app();
     let url = app.url("/health");
