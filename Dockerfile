@@ -32,6 +32,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && touch src/lib.rs \
  && echo 'fn main() {}' > train/main.rs \
  && echo 'fn main() {}' > benches/inference.rs \
+ && echo 'fn main() {}' > benches/training_step.rs \
  && cargo build --release --locked --bin mnist-api \
  && rm -rf src train benches
 

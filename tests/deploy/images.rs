@@ -133,3 +133,50 @@ fn the_image_runs_as_a_non_root_user_who_can_write_the_users_volume() {
         "Kubernetes runs another uid"
     );
 }
+
+#[test]
+fn the_dependency_layer_stubs_every_bench_cargo_looks_for() {
+    // The first build stage compiles the dependencies against stub sources. cargo refuses a
+    // manifest whose bench file it cannot find, even to build one binary, so each bench
+    // needs a stub there.
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(ROOT)
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let benches: Vec<String> = meta["packages"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bench"))
+        .map(|t| {
+            let path = Path::new(t["src_path"].as_str().unwrap());
+            path.strip_prefix(ROOT).unwrap().display().to_string()
+        })
+        .collect();
+    assert!(!benches.is_empty());
+    let stages = dockerfile();
+    let stub = stages[0]
+        .runs
+        .iter()
+        .find(|r| r.contains("fn main() {}"))
+        .expect("a RUN that writes stub sources in the first stage");
+    for bench in &benches {
+        assert!(
+            stub.contains(&format!("> {bench}")),
+            "the stub build does not create {bench}: {stub}"
+        );
+    }
+}
