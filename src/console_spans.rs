@@ -9,7 +9,6 @@
 
 use std::fmt;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use opentelemetry::trace::TraceError;
@@ -19,7 +18,7 @@ use opentelemetry_sdk::export::trace::{ExportResult, SpanData, SpanExporter};
 
 /// Writes spans to `W` (stdout for the `console` exporter).
 pub struct Console<W> {
-    out: Arc<Mutex<W>>,
+    out: W,
 }
 
 impl Console<std::io::Stdout> {
@@ -30,9 +29,7 @@ impl Console<std::io::Stdout> {
 
 impl<W> Console<W> {
     pub fn new(out: W) -> Self {
-        Self {
-            out: Arc::new(Mutex::new(out)),
-        }
+        Self { out }
     }
 }
 
@@ -42,12 +39,12 @@ impl<W> fmt::Debug for Console<W> {
     }
 }
 
-impl<W: Write + Send + 'static> SpanExporter for Console<W> {
+impl<W: Write + Send + Sync + 'static> SpanExporter for Console<W> {
     fn export(&mut self, batch: Vec<SpanData>) -> BoxFuture<'static, ExportResult> {
         let result = lines(batch).and_then(|text| {
-            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-            out.write_all(text.as_bytes())
-                .and_then(|()| out.flush())
+            self.out
+                .write_all(text.as_bytes())
+                .and_then(|()| self.out.flush())
                 .map_err(|e| TraceError::from(format!("console exporter: {e}")))
         });
         Box::pin(std::future::ready(result))
@@ -71,6 +68,7 @@ fn lines(batch: Vec<SpanData>) -> Result<String, TraceError> {
 #[cfg(test)]
 mod tests {
     use std::borrow::Cow;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use opentelemetry::KeyValue;
