@@ -98,8 +98,8 @@ impl Net {
         let b = xs.dim(0)?;
         // A single channel makes NCHW and NHWC the same bytes.
         let xs = xs.reshape((b, IMAGE_SIDE, IMAGE_SIDE, 1))?;
-        let xs = self.conv1.forward(&xs)?.relu()?;
-        let xs = self.conv2.forward(&xs)?.relu()?;
+        let xs = self.conv1.forward_relu(&xs)?;
+        let xs = self.conv2.forward_relu(&xs)?;
         let xs = xs.reshape((b, self.flat))?;
         self.fc1.forward(&xs)?.relu()
     }

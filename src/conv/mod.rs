@@ -11,53 +11,16 @@
 //! `conv2d`, which has that device's kernels. `benches/training_step.rs` measures the two on
 //! the CPU.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-/// Geometry of a square convolution window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Window {
-    /// Kernel side.
-    pub k: usize,
-    /// Step between windows.
-    pub stride: usize,
-    /// Zero padding on each border.
-    pub pad: usize,
-}
+mod fused;
+mod window;
 
-impl Window {
-    /// Output side for an input side `n`.
-    pub fn out(&self, n: usize) -> usize {
-        (n + 2 * self.pad - self.k) / self.stride + 1
-    }
-
-    /// Calls `f(tap, pixel)` for each kernel tap of output position `(oy, ox)` that lands
-    /// inside an `h`×`w` image (taps over the zero padding are skipped): `tap` numbers
-    /// `(ky, kx)` row-major, `pixel` is `y * w + x`.
-    #[inline(always)]
-    fn for_each_tap(
-        &self,
-        (h, w): (usize, usize),
-        (oy, ox): (usize, usize),
-        mut f: impl FnMut(usize, usize),
-    ) {
-        for ky in 0..self.k {
-            let y = (oy * self.stride + ky) as isize - self.pad as isize;
-            if y < 0 || y >= h as isize {
-                continue;
-            }
-            for kx in 0..self.k {
-                let x = (ox * self.stride + kx) as isize - self.pad as isize;
-                if x < 0 || x >= w as isize {
-                    continue;
-                }
-                f(ky * self.k + kx, y as usize * w + x as usize);
-            }
-        }
-    }
-}
+use fused::ConvRelu;
+use window::f32_slice;
+pub use window::Window;
 
 /// Gathers the patches of an NHWC tensor `(b, h, w, c)` into rows `(b*ho*wo, k*k*c + 1)`,
 /// columns ordered `(ky, kx, c)`, then a constant 1 that multiplies the bias.
@@ -88,17 +51,6 @@ fn for_each_image(
         dst.chunks_mut(dst_chunk)
             .zip(src.chunks(src_chunk))
             .for_each(f);
-    }
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(d) => d,
-        other => candle_core::bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }
 
@@ -178,6 +130,8 @@ pub struct Conv {
     out_channels: usize,
     /// The matmul operand built from `weight` and `bias`, kept once weights stop changing.
     frozen: Option<Tensor>,
+    /// The same weights laid out for the fused inference layer, once frozen on the CPU.
+    fused: Option<ConvRelu>,
 }
 
 impl Conv {
@@ -204,6 +158,7 @@ impl Conv {
             win,
             out_channels: out_c,
             frozen: None,
+            fused: None,
         })
     }
 
@@ -211,7 +166,24 @@ impl Conv {
     /// weights in place and leave the copy stale, so only frozen (loaded) models do this.
     pub fn freeze(&mut self) -> Result<()> {
         self.frozen = Some(self.kernel()?);
+        if self.weight.device().is_cpu() {
+            let (_, in_c, _, _) = self.weight.dims4()?;
+            self.fused = Some(ConvRelu::new(
+                self.win,
+                in_c,
+                &self.weight.flatten_all()?.to_vec1()?,
+                &self.bias.to_vec1()?,
+            )?);
+        }
         Ok(())
+    }
+
+    /// `relu(forward(xs))`; a frozen layer does it in one fused pass ([`ConvRelu`]).
+    pub fn forward_relu(&self, xs: &Tensor) -> Result<Tensor> {
+        match &self.fused {
+            Some(fused) if xs.device().is_cpu() => xs.contiguous()?.apply_op1_no_bwd(fused),
+            _ => self.forward(xs)?.relu(),
+        }
     }
 
     /// `(k*k*in + 1, out)`: the weights as `(ky, kx, in)` rows to match the patch columns,
@@ -333,6 +305,27 @@ mod tests {
         conv.freeze().unwrap();
         let after = conv.forward(&xs).unwrap();
         assert_eq!(max_diff(&before, &after), 0.0);
+    }
+
+    #[test]
+    fn the_fused_frozen_layer_matches_forward_then_relu() {
+        for (h, c, o, (k, stride, pad)) in [
+            (28, 1, 32, (5, 2, 2)),
+            (14, 32, 64, (3, 2, 1)),
+            (7, 3, 4, (3, 1, 1)),
+            (9, 2, 5, (5, 2, 0)),
+            (3, 2, 3, (5, 1, 2)),
+        ] {
+            let win = Window { k, stride, pad };
+            let mut conv = random_conv(c, o, win);
+            let xs = Tensor::randn(0f32, 1., (3, h, h, c), &Device::Cpu).unwrap();
+            let want = conv.forward(&xs).unwrap().relu().unwrap();
+            conv.freeze().unwrap();
+            assert!(conv.fused.is_some(), "a frozen CPU layer fuses");
+            let got = conv.forward_relu(&xs).unwrap();
+            assert_eq!(got.dims(), want.dims(), "{win:?}");
+            assert!(max_diff(&got, &want) < 1e-4, "{win:?}");
+        }
     }
 
     #[test]
