@@ -232,6 +232,7 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_wait: Duration::from_micros(self.batch_wait_us),
             queue: self.queue,
+            inline: true,
         }
     }
 

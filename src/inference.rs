@@ -6,6 +6,7 @@
 //! sheds work instead of growing memory and latency without bound.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -51,6 +52,10 @@ pub struct EngineConfig {
     pub max_wait: Duration,
     /// Images that may wait in the queue before new ones are refused with 503.
     pub queue: usize,
+    /// Let [`Engine::predict`] run an image on the caller's thread when the caller asks and
+    /// no other image is in the engine (and `max_wait` is zero): it would be a batch of one
+    /// on an idle worker anyway, and inline it skips two thread switches.
+    pub inline: bool,
 }
 
 impl Default for EngineConfig {
@@ -61,6 +66,7 @@ impl Default for EngineConfig {
             max_batch: 16,
             max_wait: Duration::ZERO,
             queue: 256,
+            inline: true,
         }
     }
 }
@@ -113,12 +119,45 @@ struct Job {
     net: Arc<Net>,
     input: Vec<f32>,
     reply: oneshot::Sender<Reply>,
+    _slot: Slot,
+}
+
+impl Job {
+    /// Leaves the engine, then answers: a caller that hears back finds its image no longer
+    /// counted, so its next one can run inline.
+    fn answer(self, reply: Reply) {
+        let Job {
+            reply: tx, _slot, ..
+        } = self;
+        drop(_slot);
+        let _ = tx.send(reply);
+    }
+}
+
+/// One image counted as in the engine (queued, in a batch, or running inline) until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    /// Counts one more image; also returns how many were in the engine before it.
+    fn take(active: &Arc<AtomicUsize>) -> (Self, usize) {
+        let before = active.fetch_add(1, Ordering::AcqRel);
+        (Self(Arc::clone(active)), before)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Handle to the model workers; cheap to clone. Workers exit when the last handle drops.
 #[derive(Clone)]
 pub struct Engine {
     tx: Sender<Job>,
+    active: Arc<AtomicUsize>,
+    /// Images run inline while fewer than this are in the engine (0: never).
+    inline_below: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -133,22 +172,39 @@ impl Engine {
     /// Starts `config.workers` threads; each job brings the network it runs on.
     pub fn start(config: EngineConfig) -> std::io::Result<Self> {
         let (tx, rx) = crossbeam_channel::bounded(config.queue.max(1));
+        let inline_below = usize::from(config.inline && config.max_wait.is_zero());
         for i in 0..config.workers.max(1) {
             let rx = rx.clone();
             thread::Builder::new()
                 .name(format!("model-{i}"))
                 .spawn(move || worker(&rx, config))?;
         }
-        Ok(Self { tx })
+        Ok(Self {
+            tx,
+            active: Arc::new(AtomicUsize::new(0)),
+            inline_below,
+        })
     }
 
-    /// Queues one normalised 28×28 input for `net` and waits for its prediction.
+    /// Queues one normalised 28×28 input for `net` and waits for its prediction; with
+    /// `inline` and an empty engine, runs it on this thread instead.
     pub async fn predict(
         &self,
         net: &Arc<Net>,
         input: Vec<f32>,
+        inline: bool,
     ) -> Result<Prediction, InferenceError> {
-        let rx = self.enqueue(net, input)?;
+        if input.len() != IMAGE_PIXELS {
+            return Err(InferenceError::InputSize(input.len()));
+        }
+        let (slot, before) = Slot::take(&self.active);
+        if inline && before < self.inline_below {
+            let (rows, elapsed) = run_batch(net, &input, 1, 1)?;
+            drop(slot);
+            let row = rows.into_iter().next().ok_or(InferenceError::Classes(0))?;
+            return Ok(Prediction::from_probabilities(row, elapsed, 1));
+        }
+        let rx = self.enqueue(net, input, slot)?;
         rx.await.unwrap_or(Err(InferenceError::Stopped))
     }
 
@@ -156,13 +212,17 @@ impl Engine {
         &self,
         net: &Arc<Net>,
         input: Vec<f32>,
+        slot: Slot,
     ) -> Result<oneshot::Receiver<Reply>, InferenceError> {
-        if input.len() != IMAGE_PIXELS {
-            return Err(InferenceError::InputSize(input.len()));
-        }
         let (reply, rx) = oneshot::channel();
         let net = Arc::clone(net);
-        match self.tx.try_send(Job { net, input, reply }) {
+        let job = Job {
+            net,
+            input,
+            reply,
+            _slot: slot,
+        };
+        match self.tx.try_send(job) {
             Ok(()) => Ok(rx),
             Err(TrySendError::Full(_)) => Err(InferenceError::QueueFull),
             Err(TrySendError::Disconnected(_)) => Err(InferenceError::Stopped),
@@ -222,24 +282,16 @@ fn worker(rx: &Receiver<Job>, config: EngineConfig) {
             .next_power_of_two()
             .min(max_batch.next_power_of_two());
         pixels.resize(padded * IMAGE_PIXELS, 0.0);
-        let started = Instant::now();
-        // A panic in the model must cost one batch, not the worker.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(&net, &pixels, padded)))
-            .unwrap_or(Err(InferenceError::Panicked));
-        let elapsed = started.elapsed();
         let n = jobs.len();
-        crate::metrics::record_batch(n, elapsed);
-        match result {
-            Ok(rows) => {
+        match run_batch(&net, &pixels, padded, n) {
+            Ok((rows, elapsed)) => {
                 for (job, row) in jobs.drain(..).zip(rows) {
-                    let _ = job
-                        .reply
-                        .send(Ok(Prediction::from_probabilities(row, elapsed, n)));
+                    job.answer(Ok(Prediction::from_probabilities(row, elapsed, n)));
                 }
             }
             Err(e) => {
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Err(e.clone()));
+                    job.answer(Err(e.clone()));
                 }
             }
         }
@@ -263,6 +315,22 @@ fn batch_limit(queued: usize, workers: usize, max_batch: usize, max_wait: Durati
     } else {
         max_batch
     }
+}
+
+/// [`forward`] of `padded` images, timed and recorded as a batch of the `real` ones; a panic
+/// in the model costs this batch, not the thread.
+fn run_batch(
+    net: &Net,
+    pixels: &[f32],
+    padded: usize,
+    real: usize,
+) -> Result<(Vec<[f32; CLASSES]>, Duration), InferenceError> {
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, pixels, padded)))
+        .unwrap_or(Err(InferenceError::Panicked));
+    let elapsed = started.elapsed();
+    crate::metrics::record_batch(real, elapsed);
+    result.map(|rows| (rows, elapsed))
 }
 
 /// Probabilities for `n` normalised images laid end to end in `pixels`.
@@ -303,6 +371,7 @@ mod tests {
             max_batch: 16,
             max_wait: Duration::from_millis(20),
             queue: 64,
+            inline: true,
         })
         .unwrap();
         let (old, new) = (net(5), net(6));
@@ -319,7 +388,7 @@ mod tests {
                     input.clone(),
                 );
                 let n = Arc::clone(n);
-                tokio::spawn(async move { e.predict(&n, x).await.unwrap() })
+                tokio::spawn(async move { e.predict(&n, x, true).await.unwrap() })
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
@@ -338,6 +407,7 @@ mod tests {
             max_batch: 8,
             max_wait: Duration::from_millis(2),
             queue: 64,
+            inline: true,
         });
         let inputs: Vec<Vec<f32>> = (0..20)
             .map(|i| {
@@ -355,7 +425,7 @@ mod tests {
             .cloned()
             .map(|x| {
                 let (e, net) = (e.clone(), Arc::clone(&net));
-                tokio::spawn(async move { e.predict(&net, x).await.unwrap() })
+                tokio::spawn(async move { e.predict(&net, x, true).await.unwrap() })
             })
             .collect();
         for (h, want) in handles.into_iter().zip(alone) {
@@ -392,10 +462,11 @@ mod tests {
             max_batch: 1,
             max_wait: Duration::ZERO,
             queue: 1,
+            inline: true,
         });
         // Flood synchronously: with a queue of one, some must be refused at once.
         let receivers: Vec<_> = (0..50)
-            .map(|_| e.enqueue(&net, vec![0.0; IMAGE_PIXELS]))
+            .map(|_| e.enqueue(&net, vec![0.0; IMAGE_PIXELS], Slot::take(&e.active).0))
             .collect();
         assert!(receivers
             .iter()
@@ -406,10 +477,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn inline_and_queued_images_get_the_same_answer_and_leave_the_engine() {
+        let input: Vec<f32> = (0..IMAGE_PIXELS).map(|j| (j % 7) as f32 / 7.0).collect();
+        for inline in [true, false] {
+            let (e, net) = engine(EngineConfig {
+                inline,
+                ..EngineConfig::default()
+            });
+            assert_eq!(e.inline_below > 0, inline);
+            let want = forward(&net, &input, 1).unwrap()[0];
+            for _ in 0..3 {
+                let got = e.predict(&net, input.clone(), true).await.unwrap();
+                assert_eq!(got.probabilities, want, "inline: {inline}");
+                assert_eq!(got.batch_size, 1);
+            }
+            // Every image gives its slot back, or inlining would stop for good.
+            assert_eq!(e.active.load(Ordering::Acquire), 0, "inline: {inline}");
+        }
+    }
+
+    #[tokio::test]
     async fn wrong_input_size_is_an_error_not_a_panic() {
         let (e, net) = engine(EngineConfig::default());
         assert!(matches!(
-            e.predict(&net, vec![0.0; 3]).await,
+            e.predict(&net, vec![0.0; 3], true).await,
             Err(InferenceError::InputSize(_))
         ));
     }

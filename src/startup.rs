@@ -84,6 +84,7 @@ impl Application {
             max_files: args.max_files.max(1),
             images: args.image_limits(),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
+            max_in_flight: args.max_in_flight.max(1),
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
             decode_memory: Arc::new(MemoryBudget::new(
                 args.decode_memory,

@@ -23,6 +23,7 @@ use crate::preprocess::{self, ImageLimits, Prepared};
 use crate::repository::{ModelVersion, Repository};
 use crate::served::ModelRef;
 use crate::upload::{self, BodyLimits};
+use crate::worker::WorkerError;
 
 /// Everything `/predict` uses: the model, the limits on what a request may send, and the
 /// pools that share the machine between requests.
@@ -39,10 +40,23 @@ pub struct Predictor {
     pub images: ImageLimits,
     /// Permits for requests past their body; none free means 503.
     pub in_flight: Arc<Semaphore>,
+    /// How many permits `in_flight` started with.
+    pub max_in_flight: usize,
     /// The image decoding threads.
     pub decoders: DecodePool,
     /// Memory shared by the images being decoded.
     pub decode_memory: Arc<MemoryBudget>,
+}
+
+impl Predictor {
+    /// Whether the request holding one `in_flight` permit is the only one past its body.
+    /// Such a request decodes and runs its image on its own thread: thread switches are most
+    /// of its latency then. Under load the pools do the work, since executor threads busy
+    /// with images read fewer requests and the model batches less (BENCHMARKS.md: inlining
+    /// whenever possible lost a third of req/s at 64 connections).
+    pub fn alone(&self) -> bool {
+        self.in_flight.available_permits() + 1 >= self.max_in_flight
+    }
 }
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
@@ -175,19 +189,20 @@ async fn predict(
         .map_err(|_| ApiError::Overloaded)?;
 
     let limits = predictor.images;
+    let inline = files.len() == 1 && predictor.alone();
     let request_span = Span::current();
     // One image at a time, so a request holds at most one share of the decode memory budget
     // and never waits for a second while holding the first.
     let mut prepared: Vec<Prepared> = Vec::with_capacity(files.len());
     for (index, (name, bytes)) in files.into_iter().enumerate() {
-        prepared.push(decode(predictor, &request_span, index, name, bytes, limits).await?);
+        prepared.push(decode(predictor, &request_span, index, name, bytes, limits, inline).await?);
     }
 
     let predictions = futures_util::future::try_join_all(
         prepared
             .into_iter()
             .enumerate()
-            .map(|(index, p)| classify(&predictor.engine, &version, index, p.input)),
+            .map(|(index, p)| classify(&predictor.engine, &version, index, p.input, inline)),
     )
     .await?;
     let model = version.model_ref();
@@ -215,6 +230,7 @@ pub(super) async fn decode(
     name: Option<String>,
     bytes: Bytes,
     limits: ImageLimits,
+    inline: bool,
 ) -> Result<Prepared, ApiError> {
     let span = tracing::info_span!(
         parent: parent,
@@ -233,20 +249,28 @@ pub(super) async fn decode(
     // The common case takes one trip to the decoder threads: read the header, take the share
     // if it is free, decode. Only when the budget is short does the image wait, off the
     // decoder threads, and come back.
-    let first = {
-        let (bytes, budget) = (bytes.clone(), Arc::clone(&budget));
-        predictor
-            .decoders
-            .run(move || {
-                let header = preprocess::inspect(&bytes, limits)?;
-                Ok(match budget.try_take(header.need) {
-                    Some(share) => {
-                        Decoded::Done(header, decode_within(&bytes, &header, limits, share))
-                    }
-                    None => Decoded::Waiting(header),
+    let here = if inline {
+        decode_here(&bytes, &budget, limits)
+    } else {
+        None
+    };
+    let first = match here {
+        Some(outcome) => outcome?,
+        None => {
+            let (bytes, budget) = (bytes.clone(), Arc::clone(&budget));
+            predictor
+                .decoders
+                .run(move || {
+                    let header = preprocess::inspect(&bytes, limits)?;
+                    Ok(match budget.try_take(header.need) {
+                        Some(share) => {
+                            Decoded::Done(header, decode_within(&bytes, &header, limits, share))
+                        }
+                        None => Decoded::Waiting(header),
+                    })
                 })
-            })
-            .await?
+                .await?
+        }
     };
     let outcome = match first {
         Ok(Decoded::Done(header, result)) => result.map(|p| (header, p)),
@@ -280,6 +304,44 @@ pub(super) async fn decode(
     }
 }
 
+/// A file at most this large, of at most [`INLINE_PIXELS`], may be decoded on the request's
+/// own thread (see [`Predictor::alone`]). A 28×28 PNG decodes in a few µs, less than the two
+/// thread switches of a trip to the decoder threads; anything larger still goes to those
+/// threads, which bound how many images decode at once.
+const INLINE_BYTES: usize = 16 * 1024;
+/// See [`INLINE_BYTES`]: 64×64 pixels, five times an MNIST digit, well under 100 µs to decode.
+const INLINE_PIXELS: u64 = 64 * 64;
+
+/// Decodes a digit-sized image right here; `None` sends it to the decoder threads (too large,
+/// or its memory share is not free at once and it must wait for one).
+fn decode_here(
+    bytes: &[u8],
+    budget: &MemoryBudget,
+    limits: ImageLimits,
+) -> Option<Result<Result<Decoded, preprocess::ImageError>, WorkerError>> {
+    if bytes.len() > INLINE_BYTES {
+        return None;
+    }
+    let header = match preprocess::inspect(bytes, limits) {
+        Ok(header) => header,
+        Err(e) => return Some(Ok(Err(e))),
+    };
+    if u64::from(header.width) * u64::from(header.height) > INLINE_PIXELS {
+        return None;
+    }
+    let share = budget.try_take(header.need)?;
+    // As on the decoder threads, a panic in a decoder costs this image, not the connection.
+    Some(
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Ok(Decoded::Done(
+                header,
+                decode_within(bytes, &header, limits, share),
+            ))
+        }))
+        .map_err(|_| WorkerError::Panicked("image decoder")),
+    )
+}
+
 enum Decoded {
     Done(preprocess::Header, Result<Prepared, preprocess::ImageError>),
     Waiting(preprocess::Header),
@@ -309,6 +371,7 @@ pub(super) async fn classify(
     version: &ModelVersion,
     index: usize,
     input: Vec<f32>,
+    inline: bool,
 ) -> Result<Prediction, ApiError> {
     let model = version.model_ref();
     let span = tracing::info_span!(
@@ -323,7 +386,7 @@ pub(super) async fn classify(
     );
     // The span is not entered while the image waits for its batch: it times from creation to
     // drop, and entering it on every poll would only add subscriber work.
-    let result = engine.predict(&version.net, input).await;
+    let result = engine.predict(&version.net, input, inline).await;
     match &result {
         Ok(p) => {
             crate::metrics::record_prediction(p.digit);

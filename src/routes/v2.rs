@@ -372,7 +372,7 @@ async fn infer(
         inputs
             .into_iter()
             .enumerate()
-            .map(|(index, input)| classify(&predictor.engine, &version, index, input)),
+            .map(|(index, input)| classify(&predictor.engine, &version, index, input, false)),
     )
     .await?;
     let encoded = oip::encode(
@@ -420,8 +420,16 @@ async fn to_network_inputs(input: Input, predictor: &Predictor) -> Result<Vec<Ve
             let span = Span::current();
             let mut out = Vec::with_capacity(files.len());
             for (index, bytes) in files.into_iter().enumerate() {
-                let prepared: Prepared =
-                    decode(predictor, &span, index, None, bytes, predictor.images).await?;
+                let prepared: Prepared = decode(
+                    predictor,
+                    &span,
+                    index,
+                    None,
+                    bytes,
+                    predictor.images,
+                    false,
+                )
+                .await?;
                 out.push(prepared.input);
             }
             out
