@@ -55,12 +55,13 @@ fmt:
 data:
 	$(CARGO) run --release --bin train -- --download --data-dir $(MNIST_DIR)
 
-## bench: criterion benchmarks, the loopback load test against the original Flask app, tracing's cost per exporter, then the soak and login flood
+## bench: criterion benchmarks, the loopback load test against the original Flask app, tracing's cost per exporter, per-request overhead against af2275c, then the soak and login flood
 bench:
 	$(CARGO) bench --bench inference
 	$(CARGO) bench --bench training_step
 	benches/load.sh
 	benches/tracing.sh
+	benches/overhead.sh
 	benches/hostile.sh
 	benches/v2.sh
 	benches/reload.sh
