@@ -4,6 +4,8 @@
 #
 #   benches/instructions.sh                 the settings below, one server each
 #   N=2000 benches/instructions.sh          more requests per setting
+#   KEEP=DIR benches/instructions.sh        also keep each setting's profile in DIR, for
+#                                           benches/instruction_split.py DIR/FILE N
 #
 # Each server runs under callgrind; after 200 warm-up requests the counters are zeroed, N
 # requests are sent one after another on one keep-alive connection, and the counters are
@@ -60,6 +62,11 @@ measure() {
   callgrind_control -d $vg >/dev/null 2>&1
   kill $vg
   wait $vg 2>/dev/null || true
+  # KEEP=DIR keeps the profile for benches/instruction_split.py.
+  if [ -n "${KEEP:-}" ]; then
+    mkdir -p "$KEEP"
+    cp "$out".*1 "$KEEP/$(echo "$label" | tr -c 'A-Za-z0-9\n' '_' | cut -c1-40).callgrind"
+  fi
   local total
   total=$(grep -hE '^(summary|totals):' "$out".*1 | head -1 | awk '{print $2}')
   # Inclusive count of the SDK batch processor's task: receiving, converting, encoding and
