@@ -14,6 +14,7 @@ pub mod data;
 pub mod decode_pool;
 pub mod error;
 pub mod inference;
+mod kernels;
 pub mod linger;
 pub mod login_throttle;
 pub mod metrics;

@@ -13,7 +13,8 @@ use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 
-use super::window::{f32_slice, Window};
+use super::window::Window;
+use crate::kernels::{add_bias_relu, f32_slice, matmul};
 
 /// A scratch buffer larger than this is given back after use, so one huge batch (an
 /// evaluation run) does not pin its patches for the thread's lifetime.
@@ -101,11 +102,7 @@ impl CustomOp1 for ConvRelu {
             }
             product
         })?;
-        for row in dst.chunks_exact_mut(out) {
-            for (v, b) in row.iter_mut().zip(&self.bias) {
-                *v = (*v + b).max(0.0);
-            }
-        }
+        add_bias_relu(&mut dst, &self.bias);
         Ok((CpuStorage::F32(dst), Shape::from((b, ho, wo, out))))
     }
 }
@@ -135,49 +132,4 @@ fn gather(patches: &mut Vec<f32>, image: &[f32], (h, w, c): (usize, usize, usize
             }
         }
     }
-}
-
-/// `dst (m, n) = lhs (m, k) · rhs (k, n)`, all row-major, with the gemm crate candle's own
-/// CPU matmul runs on, threaded as candle is.
-fn matmul(
-    dst: &mut [f32],
-    lhs: &[f32],
-    rhs: &[f32],
-    (m, k, n): (usize, usize, usize),
-) -> Result<()> {
-    if dst.len() != m * n || lhs.len() != m * k || rhs.len() != k * n {
-        candle_core::bail!("matmul: operands do not match ({m}×{k})·({k}×{n})");
-    }
-    let threads = candle_core::utils::get_num_threads();
-    let parallelism = if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the check above keeps every access of the given shapes and unit column strides
-    // inside the three slices; `dst` is borrowed mutably, so it aliases neither operand.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            1,
-            k as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
-    }
-    Ok(())
 }

@@ -18,8 +18,8 @@ use rayon::prelude::*;
 mod fused;
 mod window;
 
+use crate::kernels::f32_slice;
 use fused::ConvRelu;
-use window::f32_slice;
 pub use window::Window;
 
 /// Gathers the patches of an NHWC tensor `(b, h, w, c)` into rows `(b*ho*wo, k*k*c + 1)`,

@@ -1,8 +1,4 @@
-//! The geometry of a convolution window, and the CPU storage access both convolution paths
-//! (the trainable one and the fused inference one) share.
-
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, Layout, Result};
+//! The geometry of a convolution window, shared by the trainable and the fused layer.
 
 /// Geometry of a square convolution window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,20 +40,5 @@ impl Window {
                 f(ky * self.k + kx, y as usize * w + x as usize);
             }
         }
-    }
-}
-
-pub(crate) fn f32_slice<'a>(
-    storage: &'a CpuStorage,
-    layout: &Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let data = match storage {
-        CpuStorage::F32(d) => d,
-        other => candle_core::bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
     }
 }
