@@ -207,6 +207,26 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_network_answers_as_the_trainable_one() {
+        let (_, mut net) = fresh(9);
+        let xs = Tensor::randn(0f32, 1., (5, 1, 28, 28), &Device::Cpu).unwrap();
+        let want = net.probabilities(&xs).unwrap();
+        net.freeze().unwrap();
+        let got = net.probabilities(&xs).unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
     fn dropout_only_in_training() {
         let (_, net) = fresh(3);
         let xs = Tensor::randn(0f32, 1., (4, 1, 28, 28), &Device::Cpu).unwrap();
