@@ -23,6 +23,7 @@ pub mod password_pool;
 pub mod preprocess;
 pub mod reload;
 pub mod repository;
+pub mod robustness;
 pub mod routes;
 pub mod sampling;
 pub mod served;

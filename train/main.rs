@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights::{self, Metadata};
-use mnist_api::{data, model, repository};
+use mnist_api::{data, model, repository, robustness};
 
 /// candle allocates a fresh buffer for every intermediate tensor; with glibc's allocator each
 /// large one is a new mmap whose pages fault in one by one, which made ReLU's backward pass 10x
@@ -53,13 +53,18 @@ struct Args {
     /// Only evaluate this weights file on the test set; no training.
     #[arg(long, value_name = "WEIGHTS")]
     eval: Option<PathBuf>,
+    /// Print the robustness table (corrupted test digits through the server's preprocessing)
+    /// of the --eval weights, or of the committed weights without --eval; no training.
+    #[arg(long)]
+    robustness: bool,
     /// Download the MNIST files into --data-dir (skipping files already verified), then exit.
     #[arg(long)]
     download: bool,
     /// Download from this base URL instead of the default mirror.
     #[arg(long, env = "MNIST_MIRROR", default_value = data::download::DEFAULT_MIRROR)]
     mirror: String,
-    /// Train on only the first N training images (quick experiments).
+    /// Train on only the first N training images (quick experiments); with --robustness,
+    /// use only the first N test images.
     #[arg(long)]
     limit: Option<usize>,
 }
@@ -69,6 +74,10 @@ fn main() -> anyhow::Result<()> {
     if args.download {
         data::download::fetch_all(&args.mirror, &args.data_dir, true)?;
         return Ok(());
+    }
+    if args.robustness {
+        let default = PathBuf::from(weights::DEFAULT_PATH);
+        return robustness(args.eval.as_ref().unwrap_or(&default), &args);
     }
     if let Some(path) = &args.eval {
         return eval(path, &args);
@@ -90,6 +99,27 @@ fn eval(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     if args.confusion {
         print!("{}", confusion.to_table());
     }
+    Ok(())
+}
+
+fn robustness(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let loaded = weights::load(path, &Device::Cpu)?;
+    let mut test = Mnist::load_test(&args.data_dir)?;
+    if let Some(n) = args.limit {
+        test = test.take(n);
+    }
+    let started = Instant::now();
+    let offline = training::evaluate(&loaded.net, &test)?.accuracy();
+    let report = robustness::run(&loaded.net, &test, &robustness::Kind::ALL)?;
+    println!(
+        "{}: robustness on {} test digits (offline test accuracy {:.2}%), every file through \
+         the server's preprocessing, {:.1}s",
+        path.display(),
+        test.len(),
+        100.0 * offline,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{report}");
     Ok(())
 }
 
