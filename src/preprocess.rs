@@ -439,9 +439,13 @@ fn mnist_field(mut g: Gray) -> std::result::Result<(Vec<f32>, bool), ImageError>
     }
 
     let (w, h) = g.dimensions();
-    if (w, h) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) && fits_mnist_box(&g) {
-        // Already an MNIST-format digit: only recentre (a no-op for MNIST itself).
-        return Ok((centre_by_mass(&g), inverted));
+    if (w, h) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
+        if let Some((x0, y0, x1, y1)) = bounds_above(&g, 0.0).filter(|_| fits_mnist_box(&g)) {
+            // Already an MNIST-format digit: only recentre (a no-op for MNIST itself). The
+            // ink alone is placed: the whole 28×28 field has no room to move.
+            let ink = imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+            return Ok((centre_by_mass(&ink), inverted));
+        }
     }
     let (x0, y0, x1, y1) = ink_box(&g).ok_or(ImageError::Blank)?;
     // A view, not a copy: the resize reads the ink box straight from the grey image.
@@ -523,15 +527,30 @@ mod tests {
         out.into_inner()
     }
 
-    /// A centred vertical bar, MNIST style.
+    /// A vertical bar centred by mass on pixel 14, MNIST style.
     fn bar_digit() -> GrayImage {
         let mut g = GrayImage::new(28, 28);
-        for y in 5..23 {
+        for y in 5..24 {
             for x in 13..16 {
                 g.put_pixel(x, y, Luma([255]));
             }
         }
         g
+    }
+
+    #[test]
+    fn a_small_off_centre_digit_in_a_28_pixel_field_is_recentred() {
+        let mut g = GrayImage::new(28, 28);
+        for y in 1..11 {
+            for x in 2..5 {
+                g.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let p = prepare(&png(&DynamicImage::ImageLuma8(g)), ImageLimits::default()).unwrap();
+        let ink: Vec<usize> = (0..IMAGE_PIXELS).filter(|&i| p.input[i] > 0.0).collect();
+        assert_eq!(ink.len(), 30, "moved, not resized");
+        let mean = |f: fn(&usize) -> usize| ink.iter().map(f).sum::<usize>() as f32 / 30.0;
+        assert!((mean(|i| i % 28) - 14.0).abs() <= 0.5 && (mean(|i| i / 28) - 14.0).abs() <= 0.5);
     }
 
     #[test]
