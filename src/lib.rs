@@ -4,6 +4,7 @@
 //! `train/main.rs` (the trainer) only wire these modules together.
 
 pub mod atomic;
+pub mod augment;
 pub mod auth;
 pub mod client;
 pub mod clip;

@@ -194,6 +194,15 @@ pub fn prepare_inspected(
     })
 }
 
+/// What [`prepare`] makes of an 8-bit grey `side`×`side` image uploaded as a PNG, without
+/// the file: the framed 28×28 field, ink 0..=1. Lets training see its augmented digits the
+/// way the server will frame them.
+pub fn frame(pixels: &[u8], side: u32) -> std::result::Result<Vec<f32>, ImageError> {
+    let grey = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let g = Gray::from_raw(side, side, grey).ok_or(ImageError::ZeroSized)?;
+    mnist_field(g).map(|(field, _)| field)
+}
+
 fn reader(bytes: &[u8]) -> std::result::Result<ImageReader<Cursor<&[u8]>>, ImageError> {
     ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -536,6 +545,26 @@ mod tests {
             }
         }
         g
+    }
+
+    #[test]
+    fn framing_pixels_is_what_prepare_does_to_their_png() {
+        // A small off-centre bar (recentred only) and a tall one (scaled back to 20 px).
+        for (x, y0, y1) in [(3, 2, 12), (20, 0, 28)] {
+            let g = GrayImage::from_fn(28, 28, |px, py| {
+                Luma([if px.abs_diff(x) <= 1 && (y0..y1).contains(&py) {
+                    200
+                } else {
+                    0
+                }])
+            });
+            let field = frame(g.as_raw(), 28).unwrap();
+            let p = prepare(&png(&DynamicImage::ImageLuma8(g)), ImageLimits::default()).unwrap();
+            let expected: Vec<f32> = field.iter().map(|v| (v - MEAN) / STD).collect();
+            assert_eq!(p.input, expected);
+        }
+        assert!(matches!(frame(&[0; 784], 28), Err(ImageError::Blank)));
+        assert!(matches!(frame(&[0; 10], 28), Err(ImageError::ZeroSized)));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use mnist_api::augment::Augment;
 use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights::{self, Metadata};
@@ -39,6 +40,16 @@ struct Args {
     /// Largest random shift in pixels applied to training images (0 = no augmentation).
     #[arg(long, default_value_t = Config::default().max_shift)]
     max_shift: usize,
+    /// Probability that a training image is distorted like the robustness suite's corruptions
+    /// (rotation, scale, shear, placement, then the server's framing); 0 = off.
+    #[arg(long, default_value_t = Config::default().augment.prob)]
+    augment: f32,
+    /// Probability that a distorted image also gets erosion, dilation, blur or noise.
+    #[arg(long, default_value_t = Config::default().augment.stroke_prob)]
+    augment_stroke: f32,
+    /// Share of the target spread evenly over the classes (label smoothing); 0 = off.
+    #[arg(long, default_value_t = Config::default().label_smoothing)]
+    label_smoothing: f64,
     /// Directory with the four MNIST IDX files (raw or .gz).
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data_dir: PathBuf,
@@ -143,6 +154,12 @@ fn train(args: &Args) -> anyhow::Result<()> {
         lr: args.lr,
         seed: args.seed,
         max_shift: args.max_shift,
+        augment: Augment {
+            prob: args.augment,
+            stroke_prob: args.augment_stroke,
+            ..Config::default().augment
+        },
+        label_smoothing: args.label_smoothing,
     };
     let style = ProgressStyle::with_template(
         "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
