@@ -13,6 +13,7 @@ pub mod console_spans;
 pub mod conv;
 pub mod data;
 pub mod decode_pool;
+pub mod ema;
 pub mod error;
 pub mod inference;
 pub mod linger;

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::augment::Augment;
 use crate::data::{Split, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::ema::Ema;
 use crate::model::{self, Net, CLASSES};
 use crate::preprocess;
 
@@ -30,6 +31,9 @@ pub struct Config {
     pub augment: Augment,
     /// Weight of the uniform distribution mixed into the targets (0 = plain cross-entropy).
     pub label_smoothing: f64,
+    /// Decay of the exponential moving average of the weights that is evaluated and kept
+    /// (0 = off: the last step's weights).
+    pub ema: f64,
 }
 
 impl Default for Config {
@@ -42,6 +46,7 @@ impl Default for Config {
             max_shift: 2,
             augment: Augment::default(),
             label_smoothing: 0.0,
+            ema: 0.0,
         }
     }
 }
@@ -110,6 +115,11 @@ pub fn train(
     let mut pixels = vec![0u8; batch_size * IMAGE_PIXELS];
     let mut labels = Vec::with_capacity(batch_size);
     let mut reports = Vec::new();
+    let mut ema = if config.ema > 0.0 {
+        Some(Ema::new(varmap.all_vars(), config.ema)?)
+    } else {
+        None
+    };
     for epoch in 0..config.epochs {
         let start = Instant::now();
         order.shuffle(&mut rng);
@@ -137,6 +147,9 @@ pub fn train(
             let logits = net.forward_train(&xs, &mut dropout_rng)?;
             let loss = smoothed_cross_entropy(&logits, &ys, config.label_smoothing)?;
             opt.backward_step(&loss)?;
+            if let Some(ema) = &mut ema {
+                ema.update()?;
+            }
             loss_sum += loss.to_scalar::<f32>()?;
             on_step(Step {
                 epoch,
@@ -146,10 +159,20 @@ pub fn train(
             });
         }
         let train_time = start.elapsed();
+        // The averaged weights are the model: evaluate them, and keep them after the last epoch.
+        if let Some(ema) = &mut ema {
+            ema.swap()?;
+        }
+        let test_accuracy = evaluate(&net, test)?.accuracy();
+        if let Some(ema) = &mut ema {
+            if epoch + 1 < config.epochs {
+                ema.swap()?;
+            }
+        }
         let report = EpochReport {
             epoch,
             loss: loss_sum / batches.max(1) as f32,
-            test_accuracy: evaluate(&net, test)?.accuracy(),
+            test_accuracy,
             train_time,
         };
         on_epoch(&report);

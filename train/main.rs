@@ -50,6 +50,9 @@ struct Args {
     /// Share of the target spread evenly over the classes (label smoothing); 0 = off.
     #[arg(long, default_value_t = Config::default().label_smoothing)]
     label_smoothing: f64,
+    /// Decay of the moving average of the weights that is evaluated and saved; 0 = off.
+    #[arg(long, default_value_t = Config::default().ema)]
+    ema: f64,
     /// Directory with the four MNIST IDX files (raw or .gz).
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data_dir: PathBuf,
@@ -160,6 +163,7 @@ fn train(args: &Args) -> anyhow::Result<()> {
             ..Config::default().augment
         },
         label_smoothing: args.label_smoothing,
+        ema: args.ema,
     };
     let style = ProgressStyle::with_template(
         "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
