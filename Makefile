@@ -4,7 +4,7 @@ MNIST_DIR ?= data/mnist
 export MNIST_DIR
 CARGO ?= cargo
 
-.PHONY: all build train eval serve test browser-test interop-test api-fuzz fuzz lint fmt data bench user clean
+.PHONY: all build train eval robustness serve test browser-test interop-test api-fuzz fuzz lint fmt data bench user clean
 
 all: build
 
@@ -18,6 +18,10 @@ train:
 ## eval: test-set accuracy of the committed weights
 eval:
 	$(CARGO) run --release --bin train -- --eval weights/mnist_cnn.safetensors
+
+## robustness: accuracy of the committed weights on corrupted test digits, through the server's preprocessing
+robustness:
+	$(CARGO) run --release --bin train -- --robustness --eval weights/mnist_cnn.safetensors
 
 ## serve: run the API on 127.0.0.1:8080 with the committed weights
 serve:

@@ -4,6 +4,7 @@
 //! `train/main.rs` (the trainer) only wire these modules together.
 
 pub mod atomic;
+pub mod augment;
 pub mod auth;
 pub mod client;
 pub mod clip;
@@ -12,6 +13,7 @@ pub mod console_spans;
 pub mod conv;
 pub mod data;
 pub mod decode_pool;
+pub mod ema;
 pub mod error;
 pub mod inference;
 mod kernels;
@@ -24,6 +26,7 @@ pub mod password_pool;
 pub mod preprocess;
 pub mod reload;
 pub mod repository;
+pub mod robustness;
 pub mod routes;
 pub mod sampling;
 pub mod served;

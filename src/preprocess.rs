@@ -194,6 +194,15 @@ pub fn prepare_inspected(
     })
 }
 
+/// What [`prepare`] makes of an 8-bit grey `side`×`side` image uploaded as a PNG, without
+/// the file: the framed 28×28 field, ink 0..=1. Lets training see its augmented digits the
+/// way the server will frame them.
+pub fn frame(pixels: &[u8], side: u32) -> std::result::Result<Vec<f32>, ImageError> {
+    let grey = pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let g = Gray::from_raw(side, side, grey).ok_or(ImageError::ZeroSized)?;
+    mnist_field(g).map(|(field, _)| field)
+}
+
 fn reader(bytes: &[u8]) -> std::result::Result<ImageReader<Cursor<&[u8]>>, ImageError> {
     ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -439,9 +448,13 @@ fn mnist_field(mut g: Gray) -> std::result::Result<(Vec<f32>, bool), ImageError>
     }
 
     let (w, h) = g.dimensions();
-    if (w, h) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) && fits_mnist_box(&g) {
-        // Already an MNIST-format digit: only recentre (a no-op for MNIST itself).
-        return Ok((centre_by_mass(&g), inverted));
+    if (w, h) == (IMAGE_SIDE as u32, IMAGE_SIDE as u32) {
+        if let Some((x0, y0, x1, y1)) = bounds_above(&g, 0.0).filter(|_| fits_mnist_box(&g)) {
+            // Already an MNIST-format digit: only recentre (a no-op for MNIST itself). The
+            // ink alone is placed: the whole 28×28 field has no room to move.
+            let ink = imageops::crop_imm(&g, x0, y0, x1 - x0 + 1, y1 - y0 + 1).to_image();
+            return Ok((centre_by_mass(&ink), inverted));
+        }
     }
     let (x0, y0, x1, y1) = ink_box(&g).ok_or(ImageError::Blank)?;
     // A view, not a copy: the resize reads the ink box straight from the grey image.
@@ -523,15 +536,50 @@ mod tests {
         out.into_inner()
     }
 
-    /// A centred vertical bar, MNIST style.
+    /// A vertical bar centred by mass on pixel 14, MNIST style.
     fn bar_digit() -> GrayImage {
         let mut g = GrayImage::new(28, 28);
-        for y in 5..23 {
+        for y in 5..24 {
             for x in 13..16 {
                 g.put_pixel(x, y, Luma([255]));
             }
         }
         g
+    }
+
+    #[test]
+    fn framing_pixels_is_what_prepare_does_to_their_png() {
+        // A small off-centre bar (recentred only) and a tall one (scaled back to 20 px).
+        for (x, y0, y1) in [(3, 2, 12), (20, 0, 28)] {
+            let g = GrayImage::from_fn(28, 28, |px, py| {
+                Luma([if px.abs_diff(x) <= 1 && (y0..y1).contains(&py) {
+                    200
+                } else {
+                    0
+                }])
+            });
+            let field = frame(g.as_raw(), 28).unwrap();
+            let p = prepare(&png(&DynamicImage::ImageLuma8(g)), ImageLimits::default()).unwrap();
+            let expected: Vec<f32> = field.iter().map(|v| (v - MEAN) / STD).collect();
+            assert_eq!(p.input, expected);
+        }
+        assert!(matches!(frame(&[0; 784], 28), Err(ImageError::Blank)));
+        assert!(matches!(frame(&[0; 10], 28), Err(ImageError::ZeroSized)));
+    }
+
+    #[test]
+    fn a_small_off_centre_digit_in_a_28_pixel_field_is_recentred() {
+        let mut g = GrayImage::new(28, 28);
+        for y in 1..11 {
+            for x in 2..5 {
+                g.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let p = prepare(&png(&DynamicImage::ImageLuma8(g)), ImageLimits::default()).unwrap();
+        let ink: Vec<usize> = (0..IMAGE_PIXELS).filter(|&i| p.input[i] > 0.0).collect();
+        assert_eq!(ink.len(), 30, "moved, not resized");
+        let mean = |f: fn(&usize) -> usize| ink.iter().map(f).sum::<usize>() as f32 / 30.0;
+        assert!((mean(|i| i % 28) - 14.0).abs() <= 0.5 && (mean(|i| i / 28) - 14.0).abs() <= 0.5);
     }
 
     #[test]

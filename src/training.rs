@@ -8,7 +8,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::augment::Augment;
 use crate::data::{Split, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::ema::Ema;
 use crate::model::{self, Net, CLASSES};
 use crate::preprocess;
 
@@ -23,8 +25,15 @@ pub struct Config {
     pub lr: f64,
     /// Seeds weight init, shuffling, augmentation and dropout.
     pub seed: u64,
-    /// Random shifts of up to this many pixels (0 disables augmentation).
+    /// Random shifts of up to this many pixels (0 disables them).
     pub max_shift: usize,
+    /// Distortions matching the robustness suite, applied before the shift.
+    pub augment: Augment,
+    /// Weight of the uniform distribution mixed into the targets (0 = plain cross-entropy).
+    pub label_smoothing: f64,
+    /// Decay of the exponential moving average of the weights that is evaluated and kept
+    /// (0 = off: the last step's weights).
+    pub ema: f64,
 }
 
 impl Default for Config {
@@ -35,6 +44,9 @@ impl Default for Config {
             lr: 3e-3,
             seed: 1,
             max_shift: 2,
+            augment: Augment::default(),
+            label_smoothing: 0.0,
+            ema: 0.0,
         }
     }
 }
@@ -93,6 +105,9 @@ pub fn train(
     dropout_rng.set_stream(1);
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     rng.set_stream(2);
+    let mut augment_rng = ChaCha8Rng::seed_from_u64(config.seed);
+    augment_rng.set_stream(3);
+    let mut distorted = vec![0u8; IMAGE_PIXELS];
     let batch_size = config.batch_size.max(1);
     let batches = train.len().div_ceil(batch_size);
     let total_steps = (batches * config.epochs).max(1);
@@ -100,6 +115,11 @@ pub fn train(
     let mut pixels = vec![0u8; batch_size * IMAGE_PIXELS];
     let mut labels = Vec::with_capacity(batch_size);
     let mut reports = Vec::new();
+    let mut ema = if config.ema > 0.0 {
+        Some(Ema::new(varmap.all_vars(), config.ema)?)
+    } else {
+        None
+    };
     for epoch in 0..config.epochs {
         let start = Instant::now();
         order.shuffle(&mut rng);
@@ -109,15 +129,27 @@ pub fn train(
             labels.clear();
             for (slot, &i) in chunk.iter().enumerate() {
                 let dst = &mut pixels[slot * IMAGE_PIXELS..(slot + 1) * IMAGE_PIXELS];
-                shift_into(train.image(i), dst, &mut rng, config.max_shift);
+                let src = if config.augment.is_on() {
+                    config
+                        .augment
+                        .apply(train.image(i), &mut distorted, &mut augment_rng);
+                    &distorted[..]
+                } else {
+                    train.image(i)
+                };
+                shift_into(src, dst, &mut rng, config.max_shift);
                 labels.push(train.labels[i] as u32);
             }
             let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?.to_device(device)?;
             let ys = Tensor::new(labels.as_slice(), device)?;
             let step = epoch * batches + batch;
             opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
-            let loss = loss::cross_entropy(&net.forward_train(&xs, &mut dropout_rng)?, &ys)?;
+            let logits = net.forward_train(&xs, &mut dropout_rng)?;
+            let loss = smoothed_cross_entropy(&logits, &ys, config.label_smoothing)?;
             opt.backward_step(&loss)?;
+            if let Some(ema) = &mut ema {
+                ema.update()?;
+            }
             loss_sum += loss.to_scalar::<f32>()?;
             on_step(Step {
                 epoch,
@@ -127,16 +159,42 @@ pub fn train(
             });
         }
         let train_time = start.elapsed();
+        // The averaged weights are the model: evaluate them, and keep them after the last epoch.
+        if let Some(ema) = &mut ema {
+            ema.swap()?;
+        }
+        let test_accuracy = evaluate(&net, test)?.accuracy();
+        if let Some(ema) = &mut ema {
+            if epoch + 1 < config.epochs {
+                ema.swap()?;
+            }
+        }
         let report = EpochReport {
             epoch,
             loss: loss_sum / batches.max(1) as f32,
-            test_accuracy: evaluate(&net, test)?.accuracy(),
+            test_accuracy,
             train_time,
         };
         on_epoch(&report);
         reports.push(report);
     }
     Ok((varmap, net, reports))
+}
+
+/// Cross-entropy against targets that put `1 − eps` on the label and spread `eps` evenly
+/// over all classes: `(1 − eps)·NLL + eps·mean(−log p)`; plain cross-entropy at 0.
+pub fn smoothed_cross_entropy(
+    logits: &Tensor,
+    labels: &Tensor,
+    eps: f64,
+) -> candle_core::Result<Tensor> {
+    if eps == 0.0 {
+        return loss::cross_entropy(logits, labels);
+    }
+    let log_p = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let nll = loss::nll(&log_p, labels)?;
+    let uniform = log_p.mean_all()?.neg()?;
+    (nll * (1.0 - eps))? + (uniform * eps)?
 }
 
 /// Linear warm-up over the first 3 % of steps, then cosine decay to zero: lets a high peak
@@ -257,6 +315,35 @@ mod tests {
         }
         shift_into(&src, &mut dst, &mut rng, 0);
         assert_eq!(src, dst);
+    }
+
+    #[test]
+    fn label_smoothing_mixes_in_the_uniform_target() {
+        let logits = Tensor::new(&[[2f32, 0.0, -1.0], [0.5, 0.5, 3.0]], &Device::Cpu).unwrap();
+        let labels = Tensor::new(&[0u32, 2], &Device::Cpu).unwrap();
+        let loss = |eps| {
+            smoothed_cross_entropy(&logits, &labels, eps)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let plain = loss::cross_entropy(&logits, &labels)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(loss(0.0), plain);
+        // By hand: −log p of every class, averaged per row then over the batch.
+        let rows = [[2f32, 0.0, -1.0], [0.5, 0.5, 3.0]];
+        let mut uniform = 0.0;
+        for row in rows {
+            let lse = row.iter().map(|v| v.exp()).sum::<f32>().ln();
+            uniform += row.iter().map(|v| lse - v).sum::<f32>() / 3.0 / 2.0;
+        }
+        assert!((loss(0.1) - (0.9 * plain + 0.1 * uniform)).abs() < 1e-5);
+        assert!(
+            loss(0.1) > plain,
+            "confident right answers cost more when smoothed"
+        );
     }
 
     #[test]

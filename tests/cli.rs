@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::{output_text, run, Server, MNIST_API, TRAIN};
+use common::{output_text, run, weights_path, Server, MNIST_API, TRAIN};
 
 fn api(args: &[&str], stdin: &str) -> Output {
     run(MNIST_API, args, stdin)
@@ -81,6 +81,39 @@ fn trainer_errors_name_the_file() {
     assert!(!o.status.success());
     assert!(
         output_text(&o).contains(missing.to_str().unwrap()),
+        "{}",
+        output_text(&o)
+    );
+
+    let o = run(
+        TRAIN,
+        &["--robustness", "--eval", missing.to_str().unwrap()],
+        "",
+    );
+    assert!(!o.status.success());
+    assert!(
+        output_text(&o).contains(missing.to_str().unwrap()),
+        "{}",
+        output_text(&o)
+    );
+    let committed = weights_path();
+    let o = run(
+        TRAIN,
+        &[
+            "--robustness",
+            "--eval",
+            committed.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(!o.status.success());
+    assert!(
+        output_text(&o).contains(&format!(
+            "{}: neither t10k-images-idx3-ubyte nor t10k-images-idx3-ubyte.gz found",
+            dir.path().display()
+        )),
         "{}",
         output_text(&o)
     );

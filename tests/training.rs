@@ -8,7 +8,7 @@ use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights;
 
-use common::mnist_input;
+use common::{mnist_input, output_text, run, weights_path, TRAIN};
 
 fn data_dir() -> Option<PathBuf> {
     mnist_input(|dir| {
@@ -91,4 +91,70 @@ fn a_short_run_beats_chance_and_is_reproducible() {
     assert!(a == b, "same seed gave different weights");
     let (c, _) = small_run(12);
     assert!(a != c, "different seeds gave the same weights");
+}
+
+/// Names of the table's rows, in order, as `train --robustness` prints them.
+const KINDS: [&str; 9] = [
+    "clean", "rotate", "scale", "shear", "thin", "thicken", "blur", "noise", "canvas",
+];
+
+#[test]
+fn robustness_table_of_the_committed_weights() {
+    let Some(dir) = data_dir() else { return };
+    let weights = weights_path();
+    let o = run(
+        TRAIN,
+        &[
+            "--robustness",
+            "--eval",
+            weights.to_str().unwrap(),
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--limit",
+            "300",
+        ],
+        "",
+    );
+    let text = output_text(&o);
+    assert!(o.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].contains("robustness on 300 test digits") && lines[0].contains("preprocessing"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("kind") && lines[1].contains("accuracy"),
+        "{stdout}"
+    );
+    let mut corrupted = Vec::new();
+    for (line, kind) in lines[2..2 + KINDS.len()].iter().zip(KINDS) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[0], kind, "{stdout}");
+        let n = fields.len();
+        let accuracy: f64 = fields[n - 3].trim_end_matches('%').parse().unwrap();
+        let errors: usize = fields[n - 2].parse().unwrap();
+        let refused: usize = fields[n - 1].parse().unwrap();
+        // The counts and the percentage describe the same 300 digits.
+        assert_eq!(
+            errors,
+            (300.0 * (1.0 - accuracy / 100.0)).round() as usize,
+            "{line}"
+        );
+        assert!(refused <= errors, "{line}");
+        // Far above chance (10 %) for every kind; the clean row is the committed model's own
+        // test accuracy, give or take these 300 digits.
+        let floor = if kind == "clean" { 97.0 } else { 60.0 };
+        assert!((floor..=100.0).contains(&accuracy), "{line}");
+        if kind != "clean" {
+            corrupted.push(accuracy);
+        }
+    }
+    let mean = corrupted.iter().sum::<f64>() / corrupted.len() as f64;
+    let summary = lines[2 + KINDS.len()];
+    assert!(
+        summary.starts_with(&format!("mean over corruptions {mean:.2}%, worst ")),
+        "{summary} (mean of the rows {mean:.2})"
+    );
+    assert!(summary.ends_with("on 300 digits each"), "{summary}");
 }

@@ -8,10 +8,11 @@ use anyhow::Context;
 use candle_core::Device;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use mnist_api::augment::Augment;
 use mnist_api::data::Mnist;
 use mnist_api::training::{self, Config};
 use mnist_api::weights::{self, Metadata};
-use mnist_api::{data, model, repository};
+use mnist_api::{data, model, repository, robustness};
 
 /// candle allocates a fresh buffer for every intermediate tensor; with glibc's allocator each
 /// large one is a new mmap whose pages fault in one by one, which made ReLU's backward pass 10x
@@ -39,6 +40,19 @@ struct Args {
     /// Largest random shift in pixels applied to training images (0 = no augmentation).
     #[arg(long, default_value_t = Config::default().max_shift)]
     max_shift: usize,
+    /// Probability that a training image is distorted like the robustness suite's corruptions
+    /// (rotation, scale, shear, placement, then the server's framing); 0 = off.
+    #[arg(long, default_value_t = Config::default().augment.prob)]
+    augment: f32,
+    /// Probability that a distorted image also gets erosion, dilation, blur or noise.
+    #[arg(long, default_value_t = Config::default().augment.stroke_prob)]
+    augment_stroke: f32,
+    /// Share of the target spread evenly over the classes (label smoothing); 0 = off.
+    #[arg(long, default_value_t = Config::default().label_smoothing)]
+    label_smoothing: f64,
+    /// Decay of the moving average of the weights that is evaluated and saved; 0 = off.
+    #[arg(long, default_value_t = Config::default().ema)]
+    ema: f64,
     /// Directory with the four MNIST IDX files (raw or .gz).
     #[arg(long, env = "MNIST_DIR", default_value = "data/mnist")]
     data_dir: PathBuf,
@@ -53,13 +67,18 @@ struct Args {
     /// Only evaluate this weights file on the test set; no training.
     #[arg(long, value_name = "WEIGHTS")]
     eval: Option<PathBuf>,
+    /// Print the robustness table (corrupted test digits through the server's preprocessing)
+    /// of the --eval weights, or of the committed weights without --eval; no training.
+    #[arg(long)]
+    robustness: bool,
     /// Download the MNIST files into --data-dir (skipping files already verified), then exit.
     #[arg(long)]
     download: bool,
     /// Download from this base URL instead of the default mirror.
     #[arg(long, env = "MNIST_MIRROR", default_value = data::download::DEFAULT_MIRROR)]
     mirror: String,
-    /// Train on only the first N training images (quick experiments).
+    /// Train on only the first N training images (quick experiments); with --robustness,
+    /// use only the first N test images.
     #[arg(long)]
     limit: Option<usize>,
 }
@@ -69,6 +88,10 @@ fn main() -> anyhow::Result<()> {
     if args.download {
         data::download::fetch_all(&args.mirror, &args.data_dir, true)?;
         return Ok(());
+    }
+    if args.robustness {
+        let default = PathBuf::from(weights::DEFAULT_PATH);
+        return robustness(args.eval.as_ref().unwrap_or(&default), &args);
     }
     if let Some(path) = &args.eval {
         return eval(path, &args);
@@ -93,6 +116,27 @@ fn eval(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn robustness(path: &std::path::Path, args: &Args) -> anyhow::Result<()> {
+    let loaded = weights::load(path, &Device::Cpu)?;
+    let mut test = Mnist::load_test(&args.data_dir)?;
+    if let Some(n) = args.limit {
+        test = test.take(n);
+    }
+    let started = Instant::now();
+    let offline = training::evaluate(&loaded.net, &test)?.accuracy();
+    let report = robustness::run(&loaded.net, &test, &robustness::Kind::ALL)?;
+    println!(
+        "{}: robustness on {} test digits (offline test accuracy {:.2}%), every file through \
+         the server's preprocessing, {:.1}s",
+        path.display(),
+        test.len(),
+        100.0 * offline,
+        started.elapsed().as_secs_f64()
+    );
+    print!("{report}");
+    Ok(())
+}
+
 fn train(args: &Args) -> anyhow::Result<()> {
     let loading = Instant::now();
     let mut mnist = Mnist::load(&args.data_dir)?;
@@ -113,6 +157,13 @@ fn train(args: &Args) -> anyhow::Result<()> {
         lr: args.lr,
         seed: args.seed,
         max_shift: args.max_shift,
+        augment: Augment {
+            prob: args.augment,
+            stroke_prob: args.augment_stroke,
+            ..Config::default().augment
+        },
+        label_smoothing: args.label_smoothing,
+        ema: args.ema,
     };
     let style = ProgressStyle::with_template(
         "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
