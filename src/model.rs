@@ -213,16 +213,7 @@ mod tests {
         let want = net.probabilities(&xs).unwrap();
         net.freeze().unwrap();
         let got = net.probabilities(&xs).unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = crate::conv::tests::max_diff(&got, &want);
         assert!(diff < 1e-5, "{diff}");
     }
 
