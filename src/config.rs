@@ -133,6 +133,10 @@ pub struct ServeArgs {
     /// Most images per forward pass (dynamic batching).
     #[arg(long, env = "MNIST_API_MAX_BATCH", default_value_t = EngineConfig::default().max_batch)]
     pub max_batch: usize,
+    /// Never decode or run a lone request's image on the request's own thread; always hand it
+    /// to the decoder and model threads.
+    #[arg(long, env = "MNIST_API_NO_INLINE")]
+    pub no_inline: bool,
     /// Microseconds a worker waits to fill a batch (0 = take only what is already queued).
     #[arg(long, env = "MNIST_API_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,
@@ -232,7 +236,7 @@ impl ServeArgs {
             max_batch: self.max_batch,
             max_wait: Duration::from_micros(self.batch_wait_us),
             queue: self.queue,
-            inline: true,
+            inline: !self.no_inline,
         }
     }
 

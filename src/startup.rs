@@ -85,6 +85,7 @@ impl Application {
             images: args.image_limits(),
             in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
             max_in_flight: args.max_in_flight.max(1),
+            inline: !args.no_inline,
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
             decode_memory: Arc::new(MemoryBudget::new(
                 args.decode_memory,

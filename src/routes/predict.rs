@@ -42,6 +42,8 @@ pub struct Predictor {
     pub in_flight: Arc<Semaphore>,
     /// How many permits `in_flight` started with.
     pub max_in_flight: usize,
+    /// Whether a lone request may decode and run its image on its own thread.
+    pub inline: bool,
     /// The image decoding threads.
     pub decoders: DecodePool,
     /// Memory shared by the images being decoded.
@@ -49,13 +51,13 @@ pub struct Predictor {
 }
 
 impl Predictor {
-    /// Whether the request holding one `in_flight` permit is the only one past its body.
-    /// Such a request decodes and runs its image on its own thread: thread switches are most
-    /// of its latency then. Under load the pools do the work, since executor threads busy
+    /// Whether the request holding one `in_flight` permit is the only one past its body (and
+    /// `--no-inline` is off). Such a request decodes and runs its image on its own thread:
+    /// thread switches are most of its latency then. Under load the pools do the work, since executor threads busy
     /// with images read fewer requests and the model batches less (BENCHMARKS.md: inlining
     /// whenever possible lost a third of req/s at 64 connections).
-    pub fn alone(&self) -> bool {
-        self.in_flight.available_permits() + 1 >= self.max_in_flight
+    pub fn may_inline(&self) -> bool {
+        self.inline && self.in_flight.available_permits() + 1 >= self.max_in_flight
     }
 }
 
@@ -189,7 +191,7 @@ async fn predict(
         .map_err(|_| ApiError::Overloaded)?;
 
     let limits = predictor.images;
-    let inline = files.len() == 1 && predictor.alone();
+    let inline = files.len() == 1 && predictor.may_inline();
     let request_span = Span::current();
     // One image at a time, so a request holds at most one share of the decode memory budget
     // and never waits for a second while holding the first.
@@ -305,7 +307,7 @@ pub(super) async fn decode(
 }
 
 /// A file at most this large, of at most [`INLINE_PIXELS`], may be decoded on the request's
-/// own thread (see [`Predictor::alone`]). A 28×28 PNG decodes in a few µs, less than the two
+/// own thread (see [`Predictor::may_inline`]). A 28×28 PNG decodes in a few µs, less than the two
 /// thread switches of a trip to the decoder threads; anything larger still goes to those
 /// threads, which bound how many images decode at once.
 const INLINE_BYTES: usize = 16 * 1024;

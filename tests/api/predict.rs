@@ -196,3 +196,22 @@ async fn no_auth_mode_needs_no_token() {
     let res = app.predict(None, vec![one]).await;
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn a_lone_image_gets_the_same_answer_inline_and_through_the_pools() {
+    // Sent one at a time, the 28×28 fixture is decoded and run on the request's own thread;
+    // with --no-inline it goes through the decoder and model threads.
+    let seven = std::fs::read("tests/fixtures/seven.png").unwrap();
+    let mut answers = Vec::new();
+    for app in [
+        Server::builder().no_auth().start(),
+        Server::builder().no_auth().args(["--no-inline"]).start(),
+    ] {
+        let res = app.predict(None, vec![seven.clone()]).await;
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["prediction"], 7);
+        answers.push(body["probabilities"].clone());
+    }
+    assert_eq!(answers[0], answers[1]);
+}
