@@ -15,6 +15,7 @@ pub mod data;
 pub mod decode_pool;
 pub mod ema;
 pub mod error;
+pub mod fold;
 pub mod inference;
 mod kernels;
 pub mod linger;

@@ -5,12 +5,13 @@
 //! Why this shape of network (and what else was measured) is told in the README.
 
 use candle_core::{DType, Device, Module, ModuleT, Result, Shape, Tensor, D};
-use candle_nn::{linear, Dropout, Linear, VarBuilder, VarMap};
+use candle_nn::{batch_norm, linear, BatchNorm, Dropout, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::conv::{Conv, Window};
 use crate::data::IMAGE_SIDE;
+use crate::fold;
 
 /// Name recorded in the weights file; bump it whenever the layers below change.
 pub const ARCHITECTURE: &str = "mnist-cnn-v2";
@@ -51,7 +52,12 @@ pub struct Net {
     fc2: Linear,
     dropout: Dropout,
     flat: usize,
+    /// Batch norm after each convolution, in training only ([`fold::fold`] removes it).
+    norm: Option<[BatchNorm; 2]>,
 }
+
+/// Batch norm's ε, also used when it is folded.
+pub const NORM_EPS: f64 = 1e-5;
 
 impl Net {
     /// Declares every layer under its safetensors name (`conv1.weight`, `fc2.bias`, …) on
@@ -66,7 +72,20 @@ impl Net {
             fc2: linear(HIDDEN, CLASSES, vb.pp("fc2"))?,
             dropout: Dropout::new(DROPOUT),
             flat,
+            norm: None,
         })
+    }
+
+    /// [`Net::new`] with a batch norm after each convolution (under `bn1`, `bn2`), for
+    /// training; fold it away ([`fold::fold`]) before saving.
+    pub fn with_batch_norm(vb: VarBuilder) -> Result<Self> {
+        let mut net = Self::new(vb.clone())?;
+        let [(_, bn1), (_, bn2)] = fold::PAIRS;
+        net.norm = Some([
+            batch_norm(C1, NORM_EPS, vb.pp(bn1))?,
+            batch_norm(C2, NORM_EPS, vb.pp(bn2))?,
+        ]);
+        Ok(net)
     }
 
     /// Where the weights live; inputs must be put there too.
@@ -83,7 +102,7 @@ impl Net {
     /// Training logits, with the dropout mask drawn from `rng` so that the caller, which
     /// owns the RNG, makes the run reproducible.
     pub fn forward_train(&self, xs: &Tensor, rng: &mut impl Rng) -> Result<Tensor> {
-        let hidden = self.hidden(xs)?;
+        let hidden = self.hidden(xs, true)?;
         let mask = dropout_mask(hidden.shape(), hidden.device(), rng)?;
         (hidden * mask)?.apply(&self.fc2)
     }
@@ -94,12 +113,17 @@ impl Net {
     }
 
     /// Everything up to the dropout: the activations of the hidden dense layer.
-    fn hidden(&self, xs: &Tensor) -> Result<Tensor> {
+    fn hidden(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let b = xs.dim(0)?;
         // A single channel makes NCHW and NHWC the same bytes.
         let xs = xs.reshape((b, IMAGE_SIDE, IMAGE_SIDE, 1))?;
-        let xs = self.conv1.forward_relu(&xs)?;
-        let xs = self.conv2.forward_relu(&xs)?;
+        let xs = match &self.norm {
+            None => self.conv2.forward_relu(&self.conv1.forward_relu(&xs)?)?,
+            Some([bn1, bn2]) => {
+                let xs = fold::nhwc(bn1, &self.conv1.forward(&xs)?, train)?.relu()?;
+                fold::nhwc(bn2, &self.conv2.forward(&xs)?, train)?.relu()?
+            }
+        };
         let xs = xs.reshape((b, self.flat))?;
         self.fc1.forward(&xs)?.relu()
     }
@@ -108,7 +132,7 @@ impl Net {
 impl ModuleT for Net {
     /// `(batch, 1, 28, 28)` normalised images → `(batch, 10)` logits; dropout only if `train`.
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
-        let hidden = self.hidden(xs)?;
+        let hidden = self.hidden(xs, train)?;
         self.dropout.forward_t(&hidden, train)?.apply(&self.fc2)
     }
 }
@@ -152,7 +176,9 @@ pub fn init_deterministic(varmap: &VarMap, seed: u64) -> Result<()> {
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    for name in names {
+    // Batch norm starts as the identity (γ 1, β 0, μ 0, σ² 1), as declared; skipping it also
+    // leaves every other tensor's draws as they were without it.
+    for name in names.into_iter().filter(|n| !n.starts_with("bn")) {
         let var = &data[name];
         let layer = name.rsplit_once('.').map_or("", |(l, _)| l);
         let weight = &data

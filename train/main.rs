@@ -47,6 +47,27 @@ struct Args {
     /// Probability that a distorted image also gets erosion, dilation, blur or noise.
     #[arg(long, default_value_t = Config::default().augment.stroke_prob)]
     augment_stroke: f32,
+    /// Largest rotation of a distorted image either way, degrees.
+    #[arg(long, default_value_t = Config::default().augment.max_rotation_deg)]
+    augment_rotation: f32,
+    /// Largest horizontal shear factor of a distorted image either way.
+    #[arg(long, default_value_t = Config::default().augment.max_shear)]
+    augment_shear: f32,
+    /// Smallest and largest scale factor of a distorted image.
+    #[arg(long, num_args = 2, value_names = ["MIN", "MAX"],
+          default_values_t = [Config::default().augment.scale.0, Config::default().augment.scale.1])]
+    augment_scale: Vec<f32>,
+    /// Probability that a training image is bent by an elastic distortion; 0 = off.
+    #[arg(long, default_value_t = Config::default().augment.elastic_prob)]
+    elastic: f32,
+    /// The elastic distortion's scale α and smoothing σ, in pixels.
+    #[arg(long, num_args = 2, value_names = ["ALPHA", "SIGMA"],
+          default_values_t = [Config::default().augment.elastic.0, Config::default().augment.elastic.1])]
+    elastic_shape: Vec<f32>,
+    /// Batch norm after each convolution while training, folded into it before saving (the
+    /// weights file and the served network are unchanged in shape and cost).
+    #[arg(long)]
+    batch_norm: bool,
     /// Share of the target spread evenly over the classes (label smoothing); 0 = off.
     #[arg(long, default_value_t = Config::default().label_smoothing)]
     label_smoothing: f64,
@@ -160,9 +181,14 @@ fn train(args: &Args) -> anyhow::Result<()> {
         augment: Augment {
             prob: args.augment,
             stroke_prob: args.augment_stroke,
-            ..Config::default().augment
+            max_rotation_deg: args.augment_rotation,
+            max_shear: args.augment_shear,
+            scale: (args.augment_scale[0], args.augment_scale[1]),
+            elastic_prob: args.elastic,
+            elastic: (args.elastic_shape[0], args.elastic_shape[1]),
         },
         label_smoothing: args.label_smoothing,
+        batch_norm: args.batch_norm,
         ema: args.ema,
     };
     let style = ProgressStyle::with_template(
