@@ -1,18 +1,11 @@
 //! Batch norm for training only: after training it is folded into the convolution before it,
 //! so the weights file and the served network are the plain convolutions, at the same cost.
 
-use candle_core::{Result, Tensor};
-use candle_nn::{BatchNorm, ModuleT, VarMap};
+use candle_core::Result;
+use candle_nn::VarMap;
 
 /// Names under which each convolution's batch norm is declared: `bn1` follows `conv1`.
 pub const PAIRS: [(&str, &str); 2] = [("conv1", "bn1"), ("conv2", "bn2")];
-
-/// Batch norm over the channels of an NHWC tensor (candle's expects channels in dim 1).
-pub fn nhwc(bn: &BatchNorm, xs: &Tensor, train: bool) -> Result<Tensor> {
-    let dims = xs.dims().to_vec();
-    let c = dims[dims.len() - 1];
-    bn.forward_t(&xs.reshape(((), c))?, train)?.reshape(dims)
-}
 
 /// Rewrites each convolution as itself followed by its batch norm in eval mode, then drops the
 /// batch norm's tensors: `w' = w·γ/√(σ²+ε)`, `b' = (b − μ)·γ/√(σ²+ε) + β`, per output channel.
@@ -50,8 +43,8 @@ pub fn fold(varmap: &VarMap, eps: f64) -> Result<()> {
 mod tests {
     use super::*;
     use crate::model::{self, Net, NORM_EPS};
-    use candle_core::{DType, Device};
-    use candle_nn::VarBuilder;
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{ModuleT, VarBuilder};
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod augment;
 pub mod auth;
+pub mod batch_norm;
 pub mod client;
 pub mod clip;
 pub mod config;

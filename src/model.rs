@@ -5,10 +5,11 @@
 //! Why this shape of network (and what else was measured) is told in the README.
 
 use candle_core::{DType, Device, Module, ModuleT, Result, Shape, Tensor, D};
-use candle_nn::{batch_norm, linear, BatchNorm, Dropout, Linear, VarBuilder, VarMap};
+use candle_nn::{linear, Dropout, Linear, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::batch_norm::BatchNorm;
 use crate::conv::{Conv, Window};
 use crate::data::IMAGE_SIDE;
 use crate::fold;
@@ -82,8 +83,8 @@ impl Net {
         let mut net = Self::new(vb.clone())?;
         let [(_, bn1), (_, bn2)] = fold::PAIRS;
         net.norm = Some([
-            batch_norm(C1, NORM_EPS, vb.pp(bn1))?,
-            batch_norm(C2, NORM_EPS, vb.pp(bn2))?,
+            BatchNorm::new(C1, NORM_EPS, vb.pp(bn1))?,
+            BatchNorm::new(C2, NORM_EPS, vb.pp(bn2))?,
         ]);
         Ok(net)
     }
@@ -120,8 +121,8 @@ impl Net {
         let xs = match &self.norm {
             None => self.conv2.forward_relu(&self.conv1.forward_relu(&xs)?)?,
             Some([bn1, bn2]) => {
-                let xs = fold::nhwc(bn1, &self.conv1.forward(&xs)?, train)?.relu()?;
-                fold::nhwc(bn2, &self.conv2.forward(&xs)?, train)?.relu()?
+                let xs = bn1.forward_t(&self.conv1.forward(&xs)?, train)?.relu()?;
+                bn2.forward_t(&self.conv2.forward(&xs)?, train)?.relu()?
             }
         };
         let xs = xs.reshape((b, self.flat))?;
