@@ -101,28 +101,12 @@ fn fill(out: &mut [f32], c: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     }
 }
 
-/// Per-channel sums of `term(position in x, value)` over the rows of `x`, in f64.
-fn channel_sums<const K: usize>(
-    x: &[f32],
-    c: usize,
-    term: impl Fn(usize, usize, f32) -> [f64; K] + Sync,
-) -> [Vec<f64>; K] {
-    let parts = per_task(x, c, |at, x| {
-        let mut acc: [Vec<f64>; K] = std::array::from_fn(|_| vec![0f64; c]);
-        for (r, row) in x.chunks_exact(c).enumerate() {
-            for (i, &v) in row.iter().enumerate() {
-                let t = term(at + r * c + i, i, v);
-                for k in 0..K {
-                    acc[k][i] += t[k];
-                }
-            }
-        }
-        acc
-    });
+/// Adds each task's per-channel partial sums (`K` rows of `c`), in task order.
+fn total<const K: usize>(parts: Vec<[Vec<f64>; K]>, c: usize) -> [Vec<f64>; K] {
     let mut total: [Vec<f64>; K] = std::array::from_fn(|_| vec![0f64; c]);
     for part in parts {
-        for k in 0..K {
-            for (t, p) in total[k].iter_mut().zip(&part[k]) {
+        for (t, p) in total.iter_mut().zip(&part) {
+            for (t, p) in t.iter_mut().zip(p) {
                 *t += p;
             }
         }
@@ -130,9 +114,25 @@ fn channel_sums<const K: usize>(
     total
 }
 
+/// Per channel: Σx and Σx².
+fn sums(x: &[f32], c: usize) -> [Vec<f64>; 2] {
+    let parts = per_task(x, c, |_, x| {
+        let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+        for row in x.chunks_exact(c) {
+            for ((s, q), &v) in sum.iter_mut().zip(&mut sq).zip(row) {
+                let v = v as f64;
+                *s += v;
+                *q += v * v;
+            }
+        }
+        [sum, sq]
+    });
+    total(parts, c)
+}
+
 /// Per-channel mean, biased variance and `1/√(var + eps)` of `x` seen as `(rows, c)`.
 fn moments(x: &[f32], c: usize, eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let [sum, sq] = channel_sums(x, c, |_, _, v| [v as f64, (v as f64) * (v as f64)]);
+    let [sum, sq] = sums(x, c);
     let n = (x.len() / c).max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
     let var: Vec<f64> = sq
@@ -257,9 +257,17 @@ impl candle_core::CustomOp2 for GradSums {
     ) -> Result<(CpuStorage, Shape)> {
         let (c, [x, g]) = operands(self.name(), [(s1, l1), (s2, l2)])?;
         let (mean, _, inv_std) = moments(x, c, self.eps);
-        let [dbeta, dgamma] = channel_sums(x, c, |at, i, v| {
-            [g[at] as f64, (g[at] * (v - mean[i]) * inv_std[i]) as f64]
+        let parts = per_task(x, c, |at, x| {
+            let (mut dbeta, mut dgamma) = (vec![0f64; c], vec![0f64; c]);
+            for (xr, gr) in x.chunks_exact(c).zip(g[at..].chunks_exact(c)) {
+                for i in 0..c {
+                    dbeta[i] += gr[i] as f64;
+                    dgamma[i] += (gr[i] * (xr[i] - mean[i]) * inv_std[i]) as f64;
+                }
+            }
+            [dbeta, dgamma]
         });
+        let [dbeta, dgamma] = total(parts, c);
         let out: Vec<f32> = dbeta
             .iter()
             .chain(&dgamma)

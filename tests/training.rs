@@ -40,13 +40,19 @@ fn committed_weights_reach_the_accuracy_floor() {
 }
 
 fn small_run(seed: u64) -> (Vec<u8>, f64) {
-    let dir = data_dir().unwrap();
-    let mnist = Mnist::load(&dir).unwrap();
-    let config = Config {
+    run_of(Config {
         epochs: 1,
         seed,
         ..Config::default()
-    };
+    })
+}
+
+/// One run of `config` on 6,000 training and 1,000 test digits: the weights file it would
+/// write, and the test accuracy it reported.
+fn run_of(config: Config) -> (Vec<u8>, f64) {
+    let seed = config.seed;
+    let dir = data_dir().unwrap();
+    let mnist = Mnist::load(&dir).unwrap();
     let train = mnist.train.take(6000);
     let test = mnist.test.take(1000);
     let (varmap, _, reports) = training::train(
@@ -91,6 +97,38 @@ fn a_short_run_beats_chance_and_is_reproducible() {
     assert!(a == b, "same seed gave different weights");
     let (c, _) = small_run(12);
     assert!(a != c, "different seeds gave the same weights");
+}
+
+#[test]
+fn a_batch_norm_run_is_saved_folded_and_answers_as_it_was_evaluated() {
+    let Some(dir) = data_dir() else { return };
+    let (bytes, reported) = run_of(Config {
+        epochs: 1,
+        seed: 5,
+        batch_norm: true,
+        augment: mnist_api::augment::Augment {
+            prob: 0.5,
+            elastic_prob: 0.2,
+            ..Default::default()
+        },
+        ..Config::default()
+    });
+    // Learned something (chance is 10 %), so that the comparison below means something.
+    assert!(reported > 0.5, "accuracy {reported}");
+    // The file is the plain architecture: it loads (every name and shape checked) and,
+    // with the batch norms folded in, scores what the run measured with them.
+    let loaded = weights::from_bytes(
+        std::path::Path::new("folded.safetensors"),
+        &bytes,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let test = Mnist::load_test(&dir).unwrap().take(1000);
+    let accuracy = training::evaluate(&loaded.net, &test).unwrap().accuracy();
+    assert!(
+        (accuracy - reported).abs() < 0.0015,
+        "folded {accuracy}, measured in training {reported}"
+    );
 }
 
 /// Names of the table's rows, in order, as `train --robustness` prints them.
