@@ -6,7 +6,9 @@
 //! pass over the `(rows, channels)` values, with f64 sums. Only training uses it: a trained
 //! network has it folded into its convolutions ([`crate::fold`]).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, Var};
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, Var};
 use candle_nn::{Init, VarBuilder};
 
 use rayon::prelude::*;
@@ -49,22 +51,39 @@ impl BatchNorm {
             let shift = (&self.beta - (self.running_mean.as_tensor() * &scale)?)?;
             return xs.broadcast_mul(&scale)?.broadcast_add(&shift);
         }
-        let xs = xs.contiguous()?;
-        let stats = xs.apply_op1_no_bwd(&Moments)?;
-        let rows = (xs.elem_count() / self.gamma.elem_count()) as f64;
-        let (mean, var) = (stats.get(0)?, stats.get(1)?);
+        let stats = Arc::new(OnceLock::new());
+        let op = Normalize {
+            eps: self.eps,
+            stats: stats.clone(),
+        };
+        let ys = xs.contiguous()?.apply_op3(&self.gamma, &self.beta, op)?;
+        // The pass that normalised the batch measured it: update the running statistics
+        // from that, rather than going over the batch again.
+        let Some(batch) = stats.get() else {
+            candle_core::bail!("batch norm: the forward pass left no statistics");
+        };
+        let c = self.gamma.elem_count();
+        let rows = (xs.elem_count() / c) as f64;
+        let mean = Tensor::from_slice(&batch.mean, c, xs.device())?;
+        let var = Tensor::from_slice(&batch.var, c, xs.device())?;
         let unbiased = (var * (rows / (rows - 1.0).max(1.0)))?;
         let m = self.momentum;
         self.running_mean
             .set(&((self.running_mean.as_tensor() * (1.0 - m))? + (mean * m)?)?)?;
         self.running_var
             .set(&((self.running_var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?)?;
-        xs.apply_op3(&self.gamma, &self.beta, Normalize { eps: self.eps })
+        Ok(ys)
     }
 }
 
-/// Per channel of a `(…, c)` tensor: mean and biased variance, as `(2, c)`.
-struct Moments;
+/// One batch's per-channel statistics, measured by the forward pass and reused by the
+/// running statistics and the backward pass.
+#[derive(Debug)]
+struct Moments {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    inv_std: Vec<f32>,
+}
 
 /// Rows per task of the parallel passes: a fixed size, so that the f64 sums are added in the
 /// same order, and a run is the same, on any number of threads.
@@ -131,7 +150,7 @@ fn sums(x: &[f32], c: usize) -> [Vec<f64>; 2] {
 }
 
 /// Per-channel mean, biased variance and `1/√(var + eps)` of `x` seen as `(rows, c)`.
-fn moments(x: &[f32], c: usize, eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn moments(x: &[f32], c: usize, eps: f64) -> Moments {
     let [sum, sq] = sums(x, c);
     let n = (x.len() / c).max(1) as f64;
     let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
@@ -144,11 +163,11 @@ fn moments(x: &[f32], c: usize, eps: f64) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         .iter()
         .map(|v| (1.0 / (v + eps).sqrt()) as f32)
         .collect();
-    (
-        mean.iter().map(|&m| m as f32).collect(),
-        var.iter().map(|&v| v as f32).collect(),
+    Moments {
+        mean: mean.iter().map(|&m| m as f32).collect(),
+        var: var.iter().map(|&v| v as f32).collect(),
         inv_std,
-    )
+    }
 }
 
 fn channels(layout: &Layout) -> Result<usize> {
@@ -174,22 +193,11 @@ fn operands<'a, const N: usize>(
     Ok((c, out))
 }
 
-impl CustomOp1 for Moments {
-    fn name(&self) -> &'static str {
-        "batch-norm-moments"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (c, [x]) = operands(self.name(), [(s, l)])?;
-        let (mut mean, var, _) = moments(x, c, 0.0);
-        mean.extend(var);
-        Ok((CpuStorage::F32(mean), Shape::from((2, c))))
-    }
-}
-
 /// `y = (x − mean)·inv_std·γ + β` with the batch's own statistics.
 struct Normalize {
     eps: f64,
+    /// Filled by the forward pass.
+    stats: Arc<OnceLock<Moments>>,
 }
 
 impl CustomOp3 for Normalize {
@@ -207,8 +215,9 @@ impl CustomOp3 for Normalize {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, [x, gamma, beta]) = operands(self.name(), [(s1, l1), (s2, l2), (s3, l3)])?;
-        let (mean, _, inv_std) = moments(x, c, self.eps);
-        let scale: Vec<f32> = gamma.iter().zip(&inv_std).map(|(g, s)| g * s).collect();
+        let stats = self.stats.get_or_init(|| moments(x, c, self.eps));
+        let (mean, inv_std) = (&stats.mean, &stats.inv_std);
+        let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
         let mut y = vec![0f32; x.len()];
         fill(&mut y, c, |at, out| {
             for (o, xr) in out.chunks_exact_mut(c).zip(x[at..].chunks_exact(c)) {
@@ -229,9 +238,12 @@ impl CustomOp3 for Normalize {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
+        let Some(stats) = self.stats.get() else {
+            candle_core::bail!("batch norm: backward before forward");
+        };
         // (4, c): Σg, Σg·x̂, the mean and 1/σ; then γ, so that the input gradient's pass has
         // all it needs without going over x again for the statistics.
-        let sums = x.apply_op2_no_bwd(&grad, &GradSums { eps: self.eps })?;
+        let sums = x.apply_op2_no_bwd(&grad, &GradSums(stats))?;
         let with_gamma = Tensor::cat(&[&sums, &gamma.unsqueeze(0)?], 0)?;
         let dx = x.apply_op3_no_bwd(&grad, &with_gamma, &InputGrad)?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
@@ -239,11 +251,9 @@ impl CustomOp3 for Normalize {
 }
 
 /// Per channel: Σ g, Σ g·x̂, the batch mean and 1/σ, as `(4, c)`.
-struct GradSums {
-    eps: f64,
-}
+struct GradSums<'a>(&'a Moments);
 
-impl candle_core::CustomOp2 for GradSums {
+impl candle_core::CustomOp2 for GradSums<'_> {
     fn name(&self) -> &'static str {
         "batch-norm-grad-sums"
     }
@@ -256,7 +266,10 @@ impl candle_core::CustomOp2 for GradSums {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (c, [x, g]) = operands(self.name(), [(s1, l1), (s2, l2)])?;
-        let (mean, _, inv_std) = moments(x, c, self.eps);
+        let (mean, inv_std) = (&self.0.mean, &self.0.inv_std);
+        if mean.len() != c || g.len() != x.len() {
+            candle_core::bail!("batch-norm-grad-sums: operands do not match");
+        }
         let parts = per_task(x, c, |at, x| {
             let (mut dbeta, mut dgamma) = (vec![0f64; c], vec![0f64; c]);
             for (xr, gr) in x.chunks_exact(c).zip(g[at..].chunks_exact(c)) {
@@ -272,7 +285,7 @@ impl candle_core::CustomOp2 for GradSums {
             .iter()
             .chain(&dgamma)
             .map(|&v| v as f32)
-            .chain(mean.iter().chain(&inv_std).copied())
+            .chain(mean.iter().chain(inv_std).copied())
             .collect();
         Ok((CpuStorage::F32(out), Shape::from((4, c))))
     }
