@@ -105,6 +105,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    mnist_api::keep_freed_memory();
     let args = Args::parse();
     if args.download {
         data::download::fetch_all(&args.mirror, &args.data_dir, true)?;
