@@ -4,13 +4,12 @@ use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, ModuleT, Tensor, D};
 use candle_nn::{loss, AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rayon::prelude::*;
 
 use crate::augment::Augment;
-use crate::data::{Split, IMAGE_PIXELS, IMAGE_SIDE};
+use crate::batches::{self, Plan};
+use crate::data::{Split, IMAGE_PIXELS};
 use crate::ema::Ema;
 use crate::fold;
 use crate::model::{self, Net, CLASSES};
@@ -108,92 +107,72 @@ pub fn train(
             ..Default::default()
         },
     )?;
-    // Every random draw of the run comes from the seed, in streams apart from the one that
-    // initialised the weights, so that changing how often one is drawn from (e.g. the
-    // augmentation) leaves the others' sequences alone.
+    // Dropout draws from its own stream; the batches draw from streams 2 and 3.
     let mut dropout_rng = ChaCha8Rng::seed_from_u64(config.seed);
     dropout_rng.set_stream(1);
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    rng.set_stream(2);
-    let mut augment_rng = ChaCha8Rng::seed_from_u64(config.seed);
-    augment_rng.set_stream(3);
-    let batch_size = config.batch_size.max(1);
-    let mut distorted = vec![0u8; batch_size * IMAGE_PIXELS];
-    let batches = train.len().div_ceil(batch_size);
+    let plan = Plan {
+        epochs: config.epochs,
+        batch_size: config.batch_size,
+        seed: config.seed,
+        max_shift: config.max_shift,
+        augment: config.augment,
+    };
+    let batches = batches::per_epoch(train.len(), config.batch_size);
     let total_steps = (batches * config.epochs).max(1);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut pixels = vec![0u8; batch_size * IMAGE_PIXELS];
-    let mut labels = Vec::with_capacity(batch_size);
     let mut reports = Vec::new();
     let mut ema = if config.ema > 0.0 {
         Some(Ema::new(varmap.all_vars(), config.ema)?)
     } else {
         None
     };
-    for epoch in 0..config.epochs {
-        let start = Instant::now();
-        order.shuffle(&mut rng);
-        let mut loss_sum = 0f32;
-        for (batch, chunk) in order.chunks(batch_size).enumerate() {
-            let n = chunk.len();
-            labels.clear();
-            if config.augment.is_on() {
-                distort_batch(
-                    &config.augment,
-                    train,
-                    chunk,
-                    &mut distorted,
-                    &mut augment_rng,
-                );
+    std::thread::scope(|scope| -> candle_core::Result<()> {
+        let made = batches::spawn(scope, &plan, train);
+        for epoch in 0..config.epochs {
+            let start = Instant::now();
+            let mut loss_sum = 0f32;
+            for batch in 0..batches {
+                let (xs, ys) = made.recv().map_err(|_| {
+                    candle_core::Error::Msg("the batch thread stopped early".into())
+                })??;
+                let (xs, ys) = (xs.to_device(device)?, ys.to_device(device)?);
+                let step = epoch * batches + batch;
+                opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
+                let logits = net.forward_train(&xs, &mut dropout_rng)?;
+                let loss = smoothed_cross_entropy(&logits, &ys, config.label_smoothing)?;
+                opt.backward_step(&loss)?;
+                if let Some(ema) = &mut ema {
+                    ema.update()?;
+                }
+                loss_sum += loss.to_scalar::<f32>()?;
+                on_step(Step {
+                    epoch,
+                    batch: batch + 1,
+                    batches,
+                    running_loss: loss_sum / (batch + 1) as f32,
+                });
             }
-            for (slot, &i) in chunk.iter().enumerate() {
-                let dst = &mut pixels[slot * IMAGE_PIXELS..(slot + 1) * IMAGE_PIXELS];
-                let src = if config.augment.is_on() {
-                    &distorted[slot * IMAGE_PIXELS..(slot + 1) * IMAGE_PIXELS]
-                } else {
-                    train.image(i)
-                };
-                shift_into(src, dst, &mut rng, config.max_shift);
-                labels.push(train.labels[i] as u32);
-            }
-            let xs = preprocess::batch_tensor(&pixels[..n * IMAGE_PIXELS], n)?.to_device(device)?;
-            let ys = Tensor::new(labels.as_slice(), device)?;
-            let step = epoch * batches + batch;
-            opt.set_learning_rate(learning_rate(config.lr, step, total_steps));
-            let logits = net.forward_train(&xs, &mut dropout_rng)?;
-            let loss = smoothed_cross_entropy(&logits, &ys, config.label_smoothing)?;
-            opt.backward_step(&loss)?;
+            let train_time = start.elapsed();
+            // The averaged weights are the model: evaluate them, and keep them after the last epoch.
             if let Some(ema) = &mut ema {
-                ema.update()?;
-            }
-            loss_sum += loss.to_scalar::<f32>()?;
-            on_step(Step {
-                epoch,
-                batch: batch + 1,
-                batches,
-                running_loss: loss_sum / (batch + 1) as f32,
-            });
-        }
-        let train_time = start.elapsed();
-        // The averaged weights are the model: evaluate them, and keep them after the last epoch.
-        if let Some(ema) = &mut ema {
-            ema.swap()?;
-        }
-        let test_accuracy = evaluate(&net, test)?.accuracy();
-        if let Some(ema) = &mut ema {
-            if epoch + 1 < config.epochs {
                 ema.swap()?;
             }
+            let test_accuracy = evaluate(&net, test)?.accuracy();
+            if let Some(ema) = &mut ema {
+                if epoch + 1 < config.epochs {
+                    ema.swap()?;
+                }
+            }
+            let report = EpochReport {
+                epoch,
+                loss: loss_sum / batches.max(1) as f32,
+                test_accuracy,
+                train_time,
+            };
+            on_epoch(&report);
+            reports.push(report);
         }
-        let report = EpochReport {
-            epoch,
-            loss: loss_sum / batches.max(1) as f32,
-            test_accuracy,
-            train_time,
-        };
-        on_epoch(&report);
-        reports.push(report);
-    }
+        Ok(())
+    })?;
     if !config.batch_norm {
         return Ok((varmap, net, reports));
     }
@@ -201,26 +180,6 @@ pub fn train(
     fold::fold(&varmap, model::NORM_EPS)?;
     let folded = Net::new(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
     Ok((varmap, folded, reports))
-}
-
-/// Distorts the images `chunk` names into `dst`, one image per rayon task: each image draws
-/// from its own generator, seeded in order from `rng`, so the batch is the same whatever the
-/// number of threads. The warps are the costly part of an augmented epoch, and the step's
-/// matrix products leave a core idle while one thread does them.
-fn distort_batch(
-    augment: &Augment,
-    train: &Split,
-    chunk: &[usize],
-    dst: &mut [u8],
-    rng: &mut ChaCha8Rng,
-) {
-    let seeds: Vec<u64> = chunk.iter().map(|_| rng.gen()).collect();
-    dst.par_chunks_mut(IMAGE_PIXELS)
-        .zip(chunk.par_iter().zip(seeds.par_iter()))
-        .for_each(|(dst, (&i, &seed))| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed);
-            augment.apply(train.image(i), dst, &mut rng);
-        });
 }
 
 /// Cross-entropy against targets that put `1 − eps` on the label and spread `eps` evenly
@@ -248,30 +207,6 @@ pub fn learning_rate(peak: f64, step: usize, total: usize) -> f64 {
     }
     let progress = (step - warmup) as f64 / (total - warmup).max(1) as f64;
     peak * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
-}
-
-/// Copies `src` into `dst` moved by a random offset of at most `max` pixels each way.
-fn shift_into(src: &[u8], dst: &mut [u8], rng: &mut ChaCha8Rng, max: usize) {
-    if max == 0 {
-        dst.copy_from_slice(src);
-        return;
-    }
-    let m = max as isize;
-    let dx = rng.gen_range(-m..=m);
-    let dy = rng.gen_range(-m..=m);
-    dst.fill(0);
-    let side = IMAGE_SIDE as isize;
-    for y in 0..side {
-        let sy = y - dy;
-        if !(0..side).contains(&sy) {
-            continue;
-        }
-        let (x0, x1) = (dx.max(0), (side + dx).min(side));
-        let row = (y * side) as usize;
-        let srow = (sy * side) as usize;
-        dst[row + x0 as usize..row + x1 as usize]
-            .copy_from_slice(&src[srow + (x0 - dx) as usize..srow + (x1 - dx) as usize]);
-    }
 }
 
 /// Counts of (true label, predicted label) over a split.
@@ -340,57 +275,6 @@ mod tests {
         assert!((learning_rate(1.0, 29, total) - 1.0).abs() < 1e-9);
         assert!(learning_rate(1.0, 500, total) < 1.0);
         assert!(learning_rate(1.0, 999, total) < 1e-4);
-    }
-
-    #[test]
-    fn a_distorted_batch_is_the_same_on_one_thread_or_two() {
-        let bar = crate::robustness::test_bar(4..24).into_raw();
-        let split = Split {
-            images: bar.repeat(6),
-            labels: vec![1; 6],
-        };
-        let aug = Augment {
-            prob: 1.0,
-            elastic_prob: 0.5,
-            ..Augment::default()
-        };
-        let chunk = [5, 0, 3, 3, 1];
-        let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            let mut dst = vec![0u8; 8 * IMAGE_PIXELS];
-            let mut rng = ChaCha8Rng::seed_from_u64(4);
-            pool.install(|| distort_batch(&aug, &split, &chunk, &mut dst, &mut rng));
-            dst
-        };
-        let one = run(1);
-        assert_eq!(one, run(2));
-        // Each image drew its own distortion, though images 2 and 3 are the same digit.
-        let image = |k: usize| &one[k * IMAGE_PIXELS..(k + 1) * IMAGE_PIXELS];
-        assert_ne!(image(2), image(3));
-        assert!(
-            image(5).iter().all(|&p| p == 0),
-            "past the chunk: untouched"
-        );
-    }
-
-    #[test]
-    fn shift_moves_pixels_and_pads_with_background() {
-        let mut src = vec![0u8; IMAGE_PIXELS];
-        src[14 * 28 + 14] = 255;
-        let mut dst = vec![0u8; IMAGE_PIXELS];
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        for _ in 0..20 {
-            shift_into(&src, &mut dst, &mut rng, 2);
-            let pos = dst.iter().position(|&p| p == 255).unwrap();
-            let (y, x) = (pos / 28, pos % 28);
-            assert!(y.abs_diff(14) <= 2 && x.abs_diff(14) <= 2);
-            assert_eq!(dst.iter().filter(|&&p| p != 0).count(), 1);
-        }
-        shift_into(&src, &mut dst, &mut rng, 0);
-        assert_eq!(src, dst);
     }
 
     #[test]
