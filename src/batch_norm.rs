@@ -46,15 +46,28 @@ impl BatchNorm {
     /// `xs` `(…, channels)`: normalised by the batch's statistics (and the running ones
     /// updated) when `train`, by the running ones otherwise.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.apply(xs, train, false)
+    }
+
+    /// [`BatchNorm::forward_t`] followed by ReLU. In training the two are one op each way:
+    /// candle's ReLU made seven passes over the activations (its forward, then a comparison,
+    /// a conversion, a product, a zeroed buffer and a sum for the gradient).
+    pub fn forward_relu_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        self.apply(xs, train, true)
+    }
+
+    fn apply(&self, xs: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         if !train {
             let scale = (&self.gamma / (self.running_var.as_tensor() + self.eps)?.sqrt()?)?;
             let shift = (&self.beta - (self.running_mean.as_tensor() * &scale)?)?;
-            return xs.broadcast_mul(&scale)?.broadcast_add(&shift);
+            let ys = xs.broadcast_mul(&scale)?.broadcast_add(&shift)?;
+            return if relu { ys.relu() } else { Ok(ys) };
         }
         let stats = Arc::new(OnceLock::new());
         let op = Normalize {
             eps: self.eps,
             stats: stats.clone(),
+            relu,
         };
         let ys = xs.contiguous()?.apply_op3(&self.gamma, &self.beta, op)?;
         // The pass that normalised the batch measured it: update the running statistics
@@ -193,11 +206,56 @@ fn operands<'a, const N: usize>(
     Ok((c, out))
 }
 
-/// `y = (x − mean)·inv_std·γ + β` with the batch's own statistics.
+/// `y = (x − mean)·inv_std·γ + β` with the batch's own statistics, then ReLU if `relu`.
 struct Normalize {
     eps: f64,
     /// Filled by the forward pass.
     stats: Arc<OnceLock<Moments>>,
+    relu: bool,
+}
+
+/// Which outputs a fused ReLU let through: those whose normalised value, computed as the
+/// forward pass computed it, is ≥ 0 (candle's ReLU passes the gradient at 0 too).
+struct Gate {
+    mean: Vec<f32>,
+    scale: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Gate {
+    fn relu(stats: &Moments, gamma: &[f32], beta: &[f32]) -> Self {
+        Self {
+            mean: stats.mean.clone(),
+            scale: scale(gamma, &stats.inv_std),
+            beta: beta.to_vec(),
+        }
+    }
+
+    /// A gate that lets everything through, for the layer without ReLU: one loop serves
+    /// both, and it has no branch to keep it from being vectorised.
+    fn open(c: usize) -> Self {
+        Self {
+            mean: vec![0.0; c],
+            scale: vec![0.0; c],
+            beta: vec![1.0; c],
+        }
+    }
+
+    /// The gradient `g` at channel `i` of an output whose input was `x`.
+    #[inline]
+    fn pass(&self, i: usize, x: f32, g: f32) -> f32 {
+        let open = (x - self.mean[i]) * self.scale[i] + self.beta[i] >= 0.0;
+        if open {
+            g
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `γ·inv_std` per channel, the one product both the forward pass and [`Gate`] use.
+fn scale(gamma: &[f32], inv_std: &[f32]) -> Vec<f32> {
+    gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect()
 }
 
 impl CustomOp3 for Normalize {
@@ -217,12 +275,13 @@ impl CustomOp3 for Normalize {
         let (c, [x, gamma, beta]) = operands(self.name(), [(s1, l1), (s2, l2), (s3, l3)])?;
         let stats = self.stats.get_or_init(|| moments(x, c, self.eps));
         let (mean, inv_std) = (&stats.mean, &stats.inv_std);
-        let scale: Vec<f32> = gamma.iter().zip(inv_std).map(|(g, s)| g * s).collect();
+        let scale = scale(gamma, inv_std);
+        let floor = if self.relu { 0.0 } else { f32::NEG_INFINITY };
         let mut y = vec![0f32; x.len()];
         fill(&mut y, c, |at, out| {
             for (o, xr) in out.chunks_exact_mut(c).zip(x[at..].chunks_exact(c)) {
                 for i in 0..c {
-                    o[i] = (xr[i] - mean[i]) * scale[i] + beta[i];
+                    o[i] = ((xr[i] - mean[i]) * scale[i] + beta[i]).max(floor);
                 }
             }
         });
@@ -233,7 +292,7 @@ impl CustomOp3 for Normalize {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _y: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -241,17 +300,21 @@ impl CustomOp3 for Normalize {
         let Some(stats) = self.stats.get() else {
             candle_core::bail!("batch norm: backward before forward");
         };
+        let gate = match self.relu {
+            true => Gate::relu(stats, &gamma.to_vec1()?, &beta.to_vec1()?),
+            false => Gate::open(stats.mean.len()),
+        };
         // (4, c): Σg, Σg·x̂, the mean and 1/σ; then γ, so that the input gradient's pass has
         // all it needs without going over x again for the statistics.
-        let sums = x.apply_op2_no_bwd(&grad, &GradSums(stats))?;
+        let sums = x.apply_op2_no_bwd(&grad, &GradSums(stats, &gate))?;
         let with_gamma = Tensor::cat(&[&sums, &gamma.unsqueeze(0)?], 0)?;
-        let dx = x.apply_op3_no_bwd(&grad, &with_gamma, &InputGrad)?;
+        let dx = x.apply_op3_no_bwd(&grad, &with_gamma, &InputGrad(&gate))?;
         Ok((Some(dx), Some(sums.get(1)?), Some(sums.get(0)?)))
     }
 }
 
-/// Per channel: Σ g, Σ g·x̂, the batch mean and 1/σ, as `(4, c)`.
-struct GradSums<'a>(&'a Moments);
+/// Per channel: Σ g, Σ g·x̂, the batch mean and 1/σ, as `(4, c)`; `g` through the gate.
+struct GradSums<'a>(&'a Moments, &'a Gate);
 
 impl candle_core::CustomOp2 for GradSums<'_> {
     fn name(&self) -> &'static str {
@@ -274,8 +337,9 @@ impl candle_core::CustomOp2 for GradSums<'_> {
             let (mut dbeta, mut dgamma) = (vec![0f64; c], vec![0f64; c]);
             for (xr, gr) in x.chunks_exact(c).zip(g[at..].chunks_exact(c)) {
                 for i in 0..c {
-                    dbeta[i] += gr[i] as f64;
-                    dgamma[i] += (gr[i] * (xr[i] - mean[i]) * inv_std[i]) as f64;
+                    let g = self.1.pass(i, xr[i], gr[i]);
+                    dbeta[i] += g as f64;
+                    dgamma[i] += (g * (xr[i] - mean[i]) * inv_std[i]) as f64;
                 }
             }
             [dbeta, dgamma]
@@ -292,10 +356,10 @@ impl candle_core::CustomOp2 for GradSums<'_> {
 }
 
 /// `dx = γ·inv_std·(g − (Σg + x̂·Σg·x̂)/n)`, the gradient through the batch's statistics;
-/// its third operand is `(5, c)`: Σg, Σg·x̂, mean, 1/σ, γ.
-struct InputGrad;
+/// its third operand is `(5, c)`: Σg, Σg·x̂, mean, 1/σ, γ; `g` through the gate.
+struct InputGrad<'a>(&'a Gate);
 
-impl CustomOp3 for InputGrad {
+impl CustomOp3 for InputGrad<'_> {
     fn name(&self) -> &'static str {
         "batch-norm-input-grad"
     }
@@ -324,8 +388,9 @@ impl CustomOp3 for InputGrad {
                 .zip(g[at..].chunks_exact(c))
             {
                 for i in 0..c {
+                    let g = self.0.pass(i, xr[i], gr[i]);
                     let xhat = (xr[i] - mean[i]) * inv_std[i];
-                    o[i] = gamma[i] * inv_std[i] * (gr[i] - (dbeta[i] + xhat * dgamma[i]) / n);
+                    o[i] = gamma[i] * inv_std[i] * (g - (dbeta[i] + xhat * dgamma[i]) / n);
                 }
             }
         });
@@ -369,8 +434,30 @@ mod tests {
 
     #[test]
     fn matches_candle_nn_forward_backward_and_running_statistics() {
+        matches_candle_nn(false);
+    }
+
+    #[test]
+    fn with_relu_matches_candle_nn_then_candle_relu() {
+        matches_candle_nn(true);
+    }
+
+    fn matches_candle_nn(relu: bool) {
         let c = 6;
         let (ours_vm, ours, theirs_vm, theirs) = pair(c);
+        // candle-nn's layer on NHWC values, then candle's ReLU if asked.
+        let theirs_on = |x: &Tensor, train: bool| {
+            let y = theirs
+                .forward_t(&x.reshape(((), c)).unwrap(), train)
+                .unwrap()
+                .reshape((4, 20, 20, c))
+                .unwrap();
+            if relu {
+                y.relu().unwrap()
+            } else {
+                y
+            }
+        };
         // NHWC, with a per-channel offset and spread so the statistics matter; 1,600 rows, so
         // the passes run as more than one task.
         let x = Tensor::randn(0f32, 1., (4, 20, 20, c), &Device::Cpu)
@@ -382,12 +469,14 @@ mod tests {
         let x = Var::from_tensor(&x).unwrap();
         // A loss that weighs every output differently, so every gradient term shows.
         let w = Tensor::randn(0f32, 1., (4, 20, 20, c), &Device::Cpu).unwrap();
-        let y_ours = ours.forward_t(x.as_tensor(), true).unwrap();
-        let y_theirs = theirs
-            .forward_t(&x.as_tensor().reshape(((), c)).unwrap(), true)
-            .unwrap()
-            .reshape((4, 20, 20, c))
-            .unwrap();
+        let y_ours = ours.apply(x.as_tensor(), true, relu).unwrap();
+        let y_theirs = theirs_on(x.as_tensor(), true);
+        if relu {
+            // The gate matters: a good share of the outputs is cut.
+            let cut = y_ours.eq(0f32).unwrap().to_dtype(DType::F32).unwrap();
+            let share = cut.mean_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!((0.2..0.8).contains(&share), "{share}");
+        }
         close(&y_ours, &y_theirs, "forward");
         let g_ours = (&y_ours * &w)
             .unwrap()
@@ -422,13 +511,9 @@ mod tests {
         }
         drop((ours_d, theirs_d));
         // Eval mode: the running statistics.
-        let eval_theirs = theirs
-            .forward_t(&x.as_tensor().reshape(((), c)).unwrap(), false)
-            .unwrap()
-            .reshape((4, 20, 20, c))
-            .unwrap();
+        let eval_theirs = theirs_on(x.as_tensor(), false);
         close(
-            &ours.forward_t(x.as_tensor(), false).unwrap(),
+            &ours.apply(x.as_tensor(), false, relu).unwrap(),
             &eval_theirs,
             "eval",
         );

@@ -44,7 +44,11 @@ pub fn spawn<'scope>(
     train: &'scope Split,
 ) -> Receiver<Batch> {
     let (tx, rx) = sync_channel(AHEAD);
-    scope.spawn(move || produce(plan, train, &tx));
+    let named = std::thread::Builder::new().name("batches".into());
+    if let Err(e) = named.spawn_scoped(scope, move || produce(plan, train, &tx)) {
+        // The sender went down with the closure: the first receive reports the failure.
+        eprintln!("could not start the batch thread: {e}");
+    }
     rx
 }
 

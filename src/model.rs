@@ -121,8 +121,8 @@ impl Net {
         let xs = match &self.norm {
             None => self.conv2.forward_relu(&self.conv1.forward_relu(&xs)?)?,
             Some([bn1, bn2]) => {
-                let xs = bn1.forward_t(&self.conv1.forward(&xs)?, train)?.relu()?;
-                bn2.forward_t(&self.conv2.forward(&xs)?, train)?.relu()?
+                let xs = bn1.forward_relu_t(&self.conv1.forward(&xs)?, train)?;
+                bn2.forward_relu_t(&self.conv2.forward(&xs)?, train)?
             }
         };
         let xs = xs.reshape((b, self.flat))?;
