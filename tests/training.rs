@@ -39,12 +39,22 @@ fn committed_weights_reach_the_accuracy_floor() {
     assert_eq!(loaded.metadata.train_data_sha256, mnist_sha);
 }
 
-fn small_run(seed: u64) -> (Vec<u8>, f64) {
-    run_of(Config {
+/// The plain recipe (no batch norm or distortion, the earlier default rate): one epoch on
+/// 6,000 digits is enough for it to learn. The default recipe's batch norm evaluates with
+/// running statistics that lag far behind a network changing this fast (54 % after one such
+/// epoch, 47 % after two); it is judged by the committed weights it made instead.
+fn plain() -> Config {
+    Config {
         epochs: 1,
-        seed,
+        lr: 3e-3,
+        batch_norm: false,
+        augment: mnist_api::augment::Augment::default(),
         ..Config::default()
-    })
+    }
+}
+
+fn small_run(seed: u64) -> (Vec<u8>, f64) {
+    run_of(Config { seed, ..plain() })
 }
 
 /// One run of `config` on 6,000 training and 1,000 test digits: the weights file it would
@@ -103,7 +113,6 @@ fn a_short_run_beats_chance_and_is_reproducible() {
 fn a_batch_norm_run_is_saved_folded_and_answers_as_it_was_evaluated() {
     let Some(dir) = data_dir() else { return };
     let (bytes, reported) = run_of(Config {
-        epochs: 1,
         seed: 5,
         batch_norm: true,
         augment: mnist_api::augment::Augment {
@@ -111,7 +120,7 @@ fn a_batch_norm_run_is_saved_folded_and_answers_as_it_was_evaluated() {
             elastic_prob: 0.2,
             ..Default::default()
         },
-        ..Config::default()
+        ..plain()
     });
     // Learned something (chance is 10 %), so that the comparison below means something.
     assert!(reported > 0.5, "accuracy {reported}");

@@ -65,8 +65,9 @@ struct Args {
           default_values_t = [Config::default().augment.elastic.0, Config::default().augment.elastic.1])]
     elastic_shape: Vec<f32>,
     /// Batch norm after each convolution while training, folded into it before saving (the
-    /// weights file and the served network are unchanged in shape and cost).
-    #[arg(long)]
+    /// weights file and the served network are unchanged in shape and cost); `false` = off.
+    #[arg(long, default_value_t = Config::default().batch_norm, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
     batch_norm: bool,
     /// Share of the target spread evenly over the classes (label smoothing); 0 = off.
     #[arg(long, default_value_t = Config::default().label_smoothing)]
