@@ -25,10 +25,15 @@ const AHEAD: usize = 3;
 /// What is drawn for a run's batches.
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// Passes over the split.
     pub epochs: usize,
+    /// Images per batch; the last batch of an epoch may be smaller.
     pub batch_size: usize,
+    /// Seeds the shuffle, the shifts and the distortions.
     pub seed: u64,
+    /// Random shifts of up to this many pixels.
     pub max_shift: usize,
+    /// Distortions applied before the shift.
     pub augment: Augment,
 }
 
@@ -42,14 +47,12 @@ pub fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     plan: &'scope Plan,
     train: &'scope Split,
-) -> Receiver<Batch> {
+) -> std::io::Result<Receiver<Batch>> {
     let (tx, rx) = sync_channel(AHEAD);
-    let named = std::thread::Builder::new().name("batches".into());
-    if let Err(e) = named.spawn_scoped(scope, move || produce(plan, train, &tx)) {
-        // The sender went down with the closure: the first receive reports the failure.
-        eprintln!("could not start the batch thread: {e}");
-    }
-    rx
+    std::thread::Builder::new()
+        .name("batches".into())
+        .spawn_scoped(scope, move || produce(plan, train, &tx))?;
+    Ok(rx)
 }
 
 /// Number of batches in one epoch over `len` images.
@@ -68,11 +71,11 @@ fn produce(plan: &Plan, train: &Split, tx: &SyncSender<Batch>) {
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut distorted = vec![0u8; batch_size * IMAGE_PIXELS];
     let mut pixels = vec![0u8; batch_size * IMAGE_PIXELS];
+    let augment = plan.augment.is_on();
     for _ in 0..plan.epochs {
         order.shuffle(&mut rng);
         for chunk in order.chunks(batch_size) {
             let n = chunk.len();
-            let augment = plan.augment.is_on();
             if augment {
                 distort_batch(
                     &plan.augment,
@@ -105,8 +108,8 @@ fn produce(plan: &Plan, train: &Split, tx: &SyncSender<Batch>) {
 }
 
 /// Distorts the images `chunk` names into `dst`. Each image draws from its own generator,
-/// seeded in order from `rng`, so that a batch does not depend on how its images are
-/// scheduled.
+/// seeded in order from `rng`, so that how many draws one distortion takes leaves the next
+/// image's alone.
 fn distort_batch(
     augment: &Augment,
     train: &Split,
@@ -114,10 +117,9 @@ fn distort_batch(
     dst: &mut [u8],
     rng: &mut ChaCha8Rng,
 ) {
-    let seeds: Vec<u64> = chunk.iter().map(|_| rng.gen()).collect();
-    for ((dst, &i), &seed) in dst.chunks_mut(IMAGE_PIXELS).zip(chunk).zip(&seeds) {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        augment.apply(train.image(i), dst, &mut rng);
+    for (dst, &i) in dst.chunks_mut(IMAGE_PIXELS).zip(chunk) {
+        let mut image_rng = ChaCha8Rng::seed_from_u64(rng.gen());
+        augment.apply(train.image(i), dst, &mut image_rng);
     }
 }
 
@@ -170,6 +172,7 @@ mod tests {
     fn all(plan: &Plan, train: &Split) -> Vec<(Vec<f32>, Vec<u32>)> {
         std::thread::scope(|scope| {
             spawn(scope, plan, train)
+                .unwrap()
                 .iter()
                 .map(|b| {
                     let (xs, ys) = b.unwrap();
@@ -238,7 +241,7 @@ mod tests {
         };
         // The scope joins the thread: this returns only if it stopped.
         std::thread::scope(|scope| {
-            let made = spawn(scope, &plan, &train);
+            let made = spawn(scope, &plan, &train).unwrap();
             made.recv().unwrap().unwrap();
         });
     }

@@ -136,7 +136,9 @@ pub fn train(
         None
     };
     std::thread::scope(|scope| -> candle_core::Result<()> {
-        let made = batches::spawn(scope, &plan, train);
+        let made = batches::spawn(scope, &plan, train).map_err(|e| {
+            candle_core::Error::Msg(format!("could not start the batch thread: {e}"))
+        })?;
         for epoch in 0..config.epochs {
             let start = Instant::now();
             let mut loss_sum = 0f32;
