@@ -15,10 +15,11 @@ use mnist_api::model::{self, Net};
 
 const BATCH: usize = 128;
 
-/// `mnist-cnn-v2` on NCHW tensors, candle's layout for `conv2d`, so it pays no permutes.
+/// `mnist-cnn-v3` on NCHW tensors, candle's layout for `conv2d`, so it pays no permutes.
 struct CandleNet {
     conv1: Conv2d,
     conv2: Conv2d,
+    conv3: Conv2d,
     fc1: Linear,
     fc2: Linear,
     dropout: Dropout,
@@ -34,7 +35,8 @@ impl CandleNet {
         Ok(Self {
             conv1: conv2d(1, 32, 5, cfg(2, 2), vb.pp("conv1"))?,
             conv2: conv2d(32, 64, 3, cfg(1, 2), vb.pp("conv2"))?,
-            fc1: linear(64 * 7 * 7, 128, vb.pp("fc1"))?,
+            conv3: conv2d(64, 64, 3, cfg(1, 2), vb.pp("conv3"))?,
+            fc1: linear(64 * 4 * 4, 128, vb.pp("fc1"))?,
             fc2: linear(128, 10, vb.pp("fc2"))?,
             dropout: Dropout::new(0.25),
         })
@@ -44,7 +46,8 @@ impl CandleNet {
 impl ModuleT for CandleNet {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         let xs = self.conv1.forward(xs)?.relu()?;
-        let xs = self.conv2.forward(&xs)?.relu()?.flatten_from(1)?;
+        let xs = self.conv2.forward(&xs)?.relu()?;
+        let xs = self.conv3.forward(&xs)?.relu()?.flatten_from(1)?;
         let xs = self.fc1.forward(&xs)?.relu()?;
         self.dropout.forward_t(&xs, train)?.apply(&self.fc2)
     }

@@ -5,7 +5,7 @@ use candle_core::Result;
 use candle_nn::VarMap;
 
 /// Names under which each convolution's batch norm is declared: `bn1` follows `conv1`.
-pub const PAIRS: [(&str, &str); 2] = [("conv1", "bn1"), ("conv2", "bn2")];
+pub const PAIRS: [(&str, &str); 3] = [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")];
 
 /// Rewrites each convolution as itself followed by its batch norm in eval mode, then drops the
 /// batch norm's tensors: `w' = w·γ/√(σ²+ε)`, `b' = (b − μ)·γ/√(σ²+ε) + β`, per output channel.

@@ -15,7 +15,7 @@ use crate::data::IMAGE_SIDE;
 use crate::fold;
 
 /// Name recorded in the weights file; bump it whenever the layers below change.
-pub const ARCHITECTURE: &str = "mnist-cnn-v2";
+pub const ARCHITECTURE: &str = "mnist-cnn-v3";
 /// Mean of the MNIST training pixels (scaled to 0..1), subtracted before the network.
 pub const MEAN: f32 = 0.1307;
 /// Standard deviation of the MNIST training pixels (scaled to 0..1).
@@ -40,7 +40,11 @@ const HALVE: Window = Window {
     pad: 1,
 };
 
-/// Two strided convolutions (5×5 then 3×3, no pooling), then two dense layers.
+/// Three strided convolutions (5×5, then 3×3 twice; no pooling), then two dense layers.
+///
+/// The third convolution (7×7 → 4×4) widens what one feature sees from 9 to 17 pixels, and
+/// shrinks the dense layer's input from 3,136 to 1,024 values: 22 % more multiply-adds per
+/// image but 55 % fewer parameters (the README tells what it bought).
 ///
 /// Run it as a [`ModuleT`]: `forward_t(xs, false)` for inference, `forward_t(xs, true)` for
 /// training with candle's own dropout. A run that must be a function of its seed uses
@@ -49,12 +53,13 @@ const HALVE: Window = Window {
 pub struct Net {
     conv1: Conv,
     conv2: Conv,
+    conv3: Conv,
     fc1: Linear,
     fc2: Linear,
     dropout: Dropout,
     flat: usize,
     /// Batch norm after each convolution, in training only ([`fold::fold`] removes it).
-    norm: Option<[BatchNorm; 2]>,
+    norm: Option<[BatchNorm; 3]>,
 }
 
 /// Batch norm's ε, also used when it is folded.
@@ -64,11 +69,12 @@ impl Net {
     /// Declares every layer under its safetensors name (`conv1.weight`, `fc2.bias`, …) on
     /// `vb`'s device.
     pub fn new(vb: VarBuilder) -> Result<Self> {
-        let side = HALVE.out(FIRST.out(IMAGE_SIDE));
+        let side = HALVE.out(HALVE.out(FIRST.out(IMAGE_SIDE)));
         let flat = side * side * C2;
         Ok(Self {
             conv1: Conv::new(vb.pp("conv1"), 1, C1, FIRST)?,
             conv2: Conv::new(vb.pp("conv2"), C1, C2, HALVE)?,
+            conv3: Conv::new(vb.pp("conv3"), C2, C2, HALVE)?,
             fc1: linear(flat, HIDDEN, vb.pp("fc1"))?,
             fc2: linear(HIDDEN, CLASSES, vb.pp("fc2"))?,
             dropout: Dropout::new(DROPOUT),
@@ -81,10 +87,11 @@ impl Net {
     /// training; fold it away ([`fold::fold`]) before saving.
     pub fn with_batch_norm(vb: VarBuilder) -> Result<Self> {
         let mut net = Self::new(vb.clone())?;
-        let [(_, bn1), (_, bn2)] = fold::PAIRS;
+        let [(_, bn1), (_, bn2), (_, bn3)] = fold::PAIRS;
         net.norm = Some([
             BatchNorm::new(C1, NORM_EPS, vb.pp(bn1))?,
             BatchNorm::new(C2, NORM_EPS, vb.pp(bn2))?,
+            BatchNorm::new(C2, NORM_EPS, vb.pp(bn3))?,
         ]);
         Ok(net)
     }
@@ -97,7 +104,8 @@ impl Net {
     /// Prepares a loaded (no longer trained) network for fast inference.
     pub fn freeze(&mut self) -> Result<()> {
         self.conv1.freeze()?;
-        self.conv2.freeze()
+        self.conv2.freeze()?;
+        self.conv3.freeze()
     }
 
     /// Training logits, with the dropout mask drawn from `rng` so that the caller, which
@@ -119,10 +127,14 @@ impl Net {
         // A single channel makes NCHW and NHWC the same bytes.
         let xs = xs.reshape((b, IMAGE_SIDE, IMAGE_SIDE, 1))?;
         let xs = match &self.norm {
-            None => self.conv2.forward_relu(&self.conv1.forward_relu(&xs)?)?,
-            Some([bn1, bn2]) => {
+            None => {
+                let xs = self.conv2.forward_relu(&self.conv1.forward_relu(&xs)?)?;
+                self.conv3.forward_relu(&xs)?
+            }
+            Some([bn1, bn2, bn3]) => {
                 let xs = bn1.forward_relu_t(&self.conv1.forward(&xs)?, train)?;
-                bn2.forward_relu_t(&self.conv2.forward(&xs)?, train)?
+                let xs = bn2.forward_relu_t(&self.conv2.forward(&xs)?, train)?;
+                bn3.forward_relu_t(&self.conv3.forward(&xs)?, train)?
             }
         };
         let xs = xs.reshape((b, self.flat))?;
@@ -298,6 +310,8 @@ mod tests {
                 "conv1.weight",
                 "conv2.bias",
                 "conv2.weight",
+                "conv3.bias",
+                "conv3.weight",
                 "fc1.bias",
                 "fc1.weight",
                 "fc2.bias",

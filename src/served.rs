@@ -17,7 +17,7 @@ pub struct ModelRef {
     #[schema(example = "1")]
     pub version: String,
     /// Architecture name from the weights file.
-    #[schema(example = "mnist-cnn-v2")]
+    #[schema(example = "mnist-cnn-v3")]
     pub architecture: String,
     /// SHA-256 of the weights file.
     pub sha256: String,
