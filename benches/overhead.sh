@@ -32,18 +32,22 @@ if [ ! -x "$base_dir/bin/mnist-api" ]; then
   cp "$base_dir/target/release/mnist-api" "$base_dir/bin/"
   git worktree remove --force "$base_dir/src"
 fi
+# Each server runs its own commit's model: an earlier binary refuses a later architecture.
+base_weights=$base_dir/bin/mnist_cnn.safetensors
+[ -s "$base_weights" ] || git show "$BASE:weights/mnist_cnn.safetensors" >"$base_weights"
 
 labels=() ports=() tokens=() spids=()
-# server LABEL BINARY: one server, auth on, every request traced to the agent
+# server LABEL BINARY [WEIGHTS]: one server, auth on, every request traced to the agent
 server() {
   local port=$((BASE_PORT + ${#labels[@]}))
   JAEGER_AGENT_HOST=127.0.0.1 JAEGER_AGENT_PORT=$AGENT_PORT OTEL_TRACES_EXPORTER=jaeger \
-    RUST_LOG=warn "$2" --bind 127.0.0.1:$port --users "$work/users.json" >"$work/api-$port.log" 2>&1 &
+    RUST_LOG=warn "$2" --bind 127.0.0.1:$port --users "$work/users.json" \
+    --weights "${3:-weights/mnist_cnn.safetensors}" >"$work/api-$port.log" 2>&1 &
   pids+=($!) spids+=($!)
   wait_ready "http://127.0.0.1:$port/health" >/dev/null
   labels+=("$1") ports+=($port) tokens+=("$(token $port)")
 }
-server "$BASE (before)" "$base_dir/bin/mnist-api"
+server "$BASE (before)" "$base_dir/bin/mnist-api" "$base_weights"
 server "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock || echo +changes)" "$bin"
 # The same again: how far two identical servers drift apart is the noise floor of this run.
 server "the same, a second server" "$bin"
