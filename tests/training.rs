@@ -32,7 +32,8 @@ fn committed_weights_reach_the_accuracy_floor() {
     assert_eq!(test.len(), 10_000);
     let accuracy = training::evaluate(&loaded.net, &test).unwrap().accuracy();
     eprintln!("committed weights: test accuracy {:.2}%", 100.0 * accuracy);
-    assert!(accuracy >= 0.993, "test accuracy {accuracy}");
+    // The robust-model issue's floor; the training issue's was 99.3 %.
+    assert!(accuracy >= 0.996, "test accuracy {accuracy}");
     // The header tells the truth about the file.
     assert!((loaded.metadata.test_accuracy - accuracy).abs() < 1e-9);
     let mnist_sha = Mnist::load(&dir).unwrap().sha256;
