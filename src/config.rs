@@ -137,6 +137,11 @@ pub struct ServeArgs {
     /// to the decoder and model threads.
     #[arg(long, env = "MNIST_API_NO_INLINE")]
     pub no_inline: bool,
+    /// Microseconds one executor thread keeps polling for the next request after answering a
+    /// lone one, instead of sleeping (0 = off): on a VM, waking an idle core doubled the
+    /// one-connection latency. Costs at most this much of one core's time per lone request.
+    #[arg(long, env = "MNIST_API_STAY_AWAKE_US", default_value_t = 500)]
+    pub stay_awake_us: u64,
     /// Microseconds a worker waits to fill a batch (0 = take only what is already queued).
     #[arg(long, env = "MNIST_API_BATCH_WAIT_US", default_value_t = 0)]
     pub batch_wait_us: u64,

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod augment;
 pub mod auth;
+pub mod awake;
 pub mod batch_norm;
 pub mod batches;
 pub mod client;

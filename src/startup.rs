@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::auth::{Auth, Secret, Tokens, Users, UsersStore};
+use crate::awake::Awake;
 use crate::config::ServeArgs;
 use crate::decode_pool::{DecodePool, MemoryBudget};
 use crate::inference::Engine;
@@ -77,20 +78,26 @@ impl Application {
                     .min(Semaphore::MAX_PERMITS),
             )),
         };
+        let max_in_flight = args.max_in_flight.max(1);
+        let in_flight = Arc::new(Semaphore::new(max_in_flight));
         let predictor = Arc::new(Predictor {
             engine,
             repository: Arc::clone(&repository),
             body: bodies.clone(),
             max_files: args.max_files.max(1),
             images: args.image_limits(),
-            in_flight: Arc::new(Semaphore::new(args.max_in_flight.max(1))),
-            max_in_flight: args.max_in_flight.max(1),
+            in_flight: Arc::clone(&in_flight),
+            max_in_flight,
             inline: !args.no_inline,
             decoders: DecodePool::new(args.decode_threads.unwrap_or(cores))?,
             decode_memory: Arc::new(MemoryBudget::new(
                 args.decode_memory,
                 Duration::from_millis(args.decode_wait_ms),
             )),
+            awake: Awake::new(Duration::from_micros(args.stay_awake_us), {
+                let (in_flight, max) = (Arc::clone(&in_flight), max_in_flight);
+                move || in_flight.available_permits() + 2 <= max
+            }),
         });
         let login = Login::new(
             PasswordPool::new(args.login_threads, args.login_queue)

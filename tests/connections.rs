@@ -196,3 +196,43 @@ async fn with_info_logging_each_failed_request_is_one_clipped_line() {
         "a client's mistake logged above info: {log}"
     );
 }
+
+/// CPU time the process `pid` has used so far, user and system, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name is in parentheses and may hold spaces; utime and stime are the 12th
+    // and 13th fields after it.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse().unwrap())
+        .collect();
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis((fields[0] + fields[1]) * 1000 / hz)
+}
+
+#[tokio::test]
+async fn a_lone_request_keeps_one_thread_polling_for_the_stay_awake_window_and_no_longer() {
+    let window = Duration::from_millis(300);
+    let server = Server::builder()
+        .no_auth()
+        .args(["--stay-awake-us", &window.as_micros().to_string()])
+        .start();
+    let before = cpu_time(server.pid());
+    let res = server.predict(None, vec![digit("seven")]).await;
+    assert_eq!(res.status(), 200);
+    tokio::time::sleep(window * 5).await;
+    let spent = cpu_time(server.pid()) - before;
+    // A thread polled (a fifth of the window allows for a busy test machine)...
+    assert!(spent >= window / 5, "did not stay awake: {spent:?}");
+    // ...and stopped: polling through the whole wait would have spent five windows.
+    assert!(
+        spent < window * 2,
+        "kept polling past the window: {spent:?}"
+    );
+}

@@ -16,6 +16,7 @@ use warp::{Filter, Rejection, Reply};
 use tokio::sync::Semaphore;
 use warp::reply::Response;
 
+use crate::awake::Awake;
 use crate::decode_pool::{DecodePool, MemoryBudget, MemoryShare};
 use crate::error::{ApiError, ErrorBody};
 use crate::inference::{Engine, Prediction};
@@ -48,6 +49,8 @@ pub struct Predictor {
     pub decoders: DecodePool,
     /// Memory shared by the images being decoded.
     pub decode_memory: Arc<MemoryBudget>,
+    /// Keeps an executor thread polling after a lone request.
+    pub awake: Arc<Awake>,
 }
 
 impl Predictor {
@@ -208,6 +211,9 @@ async fn predict(
     )
     .await?;
     let model = version.model_ref();
+    if inline {
+        predictor.awake.after_lone_request();
+    }
 
     let reply = if let [only] = predictions.as_slice() {
         warp::reply::json(&Single {
