@@ -83,6 +83,11 @@ impl Awake {
             }
         }
     }
+
+    /// Whether the polling task is running.
+    pub fn is_polling(&self) -> bool {
+        self.polling.load(Ordering::Acquire)
+    }
 }
 
 impl std::fmt::Debug for Awake {
@@ -91,13 +96,6 @@ impl std::fmt::Debug for Awake {
             .field("window", &self.window)
             .field("polling", &self.is_polling())
             .finish_non_exhaustive()
-    }
-}
-
-impl Awake {
-    /// Whether the polling task is running.
-    pub fn is_polling(&self) -> bool {
-        self.polling.load(Ordering::Acquire)
     }
 }
 

@@ -470,12 +470,10 @@ fn mnist_field(mut g: Gray) -> std::result::Result<(Vec<f32>, bool), ImageError>
 
 /// Bounding box `(x0, y0, x1, y1)` of the pixels brighter than `threshold`.
 fn bounds_above(g: &Gray, threshold: f32) -> Option<(u32, u32, u32, u32)> {
-    let w = g.width() as usize;
     let mut bounds: Option<(usize, usize, usize, usize)> = None;
     // Row by row, the first and last bright pixel: a per-pixel walk with coordinates was a
     // third of a 28×28 digit's preprocessing.
-    let rows = g.as_raw().chunks_exact(w.max(1)).take(g.height() as usize);
-    for (y, row) in rows.enumerate() {
+    for (y, row) in rows(g).enumerate() {
         let Some(first) = row.iter().position(|&v| v > threshold) else {
             continue;
         };
@@ -487,6 +485,13 @@ fn bounds_above(g: &Gray, threshold: f32) -> Option<(u32, u32, u32, u32)> {
     }
     // Coordinates of an image whose sides are u32.
     bounds.map(|(x0, y0, x1, y1)| (x0 as u32, y0 as u32, x1 as u32, y1 as u32))
+}
+
+/// The rows of `g` as slices, top to bottom.
+fn rows(g: &Gray) -> impl Iterator<Item = &[f32]> {
+    g.as_raw()
+        .chunks_exact((g.width() as usize).max(1))
+        .take(g.height() as usize)
 }
 
 /// Bounding box of pixels holding a meaningful share of the ink.
@@ -506,13 +511,8 @@ fn centre_by_mass(g: &Gray) -> Vec<f32> {
     let (w, h) = g.dimensions();
     // Rows as slices, not pixels with coordinates (see `bounds_above`); the sums are added in
     // the same order as before, so the placement, and the answers, are unchanged.
-    let rows = || {
-        g.as_raw()
-            .chunks_exact((w as usize).max(1))
-            .take(h as usize)
-    };
     let (mut mass, mut mx, mut my) = (0f64, 0f64, 0f64);
-    for (y, row) in rows().enumerate() {
+    for (y, row) in rows(g).enumerate() {
         for (x, &p) in row.iter().enumerate() {
             let v = p as f64;
             mass += v;
@@ -536,7 +536,7 @@ fn centre_by_mass(g: &Gray) -> Vec<f32> {
     // The columns of a row that land inside the field.
     let x_lo = (-ox).clamp(0, i64::from(w)) as usize;
     let x_hi = (side - ox).clamp(0, i64::from(w)) as usize;
-    for (y, row) in rows().enumerate() {
+    for (y, row) in rows(g).enumerate() {
         let fy = y as i64 + oy;
         if !(0..side).contains(&fy) || x_lo >= x_hi {
             continue;

@@ -94,10 +94,10 @@ impl Application {
                 args.decode_memory,
                 Duration::from_millis(args.decode_wait_ms),
             )),
-            awake: Awake::new(Duration::from_micros(args.stay_awake_us), {
-                let (in_flight, max) = (Arc::clone(&in_flight), max_in_flight);
-                move || in_flight.available_permits() + 2 <= max
-            }),
+            awake: Awake::new(
+                Duration::from_micros(args.stay_awake_us),
+                Predictor::busy(Arc::clone(&in_flight), max_in_flight),
+            ),
         });
         let login = Login::new(
             PasswordPool::new(args.login_threads, args.login_queue)

@@ -60,8 +60,22 @@ impl Predictor {
     /// with images read fewer requests and the model batches less (BENCHMARKS.md: inlining
     /// whenever possible lost a third of req/s at 64 connections).
     pub fn may_inline(&self) -> bool {
-        self.inline && self.in_flight.available_permits() + 1 >= self.max_in_flight
+        self.inline && requests_in_flight(&self.in_flight, self.max_in_flight) <= 1
     }
+
+    /// Whether two requests or more are past their body: the server is busy, and a thread
+    /// staying awake for the next lone request ([`Awake`]) would only take time from them.
+    pub fn busy(
+        in_flight: Arc<Semaphore>,
+        max_in_flight: usize,
+    ) -> impl Fn() -> bool + Send + Sync {
+        move || requests_in_flight(&in_flight, max_in_flight) >= 2
+    }
+}
+
+/// Requests holding one of the `max` permits of `in_flight` right now.
+fn requests_in_flight(in_flight: &Semaphore, max: usize) -> usize {
+    max.saturating_sub(in_flight.available_permits())
 }
 
 /// `POST /predict`, `multipart/form-data`, image(s) in field `file`, bearer token required
