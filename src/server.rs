@@ -13,6 +13,7 @@
 //!   is closed after `idle_timeout`;
 //! - on shutdown, idle connections close at once; busy ones finish their request.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -318,16 +319,18 @@ async fn serve_connection<F>(
 {
     let _permit = permit;
     let (id, conn) = registry.add();
-    let warp_service = warp::service(filter);
+    // Called in place, not cloned per request: a clone of the service is a clone of every
+    // route's filter, state and closures, and `call` only needs it for the call itself.
+    let warp_service = RefCell::new(warp::service(filter));
     let svc = {
         let conn = Arc::clone(&conn);
         let registry = Arc::clone(&registry);
         hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
             let busy = BusyGuard::new(&conn, &registry);
-            let mut warp_service = warp_service.clone();
+            let response = warp_service.borrow_mut().call(req);
             async move {
-                let response = warp_service.call(req).await;
+                let response = response.await;
                 drop(busy);
                 response
             }
