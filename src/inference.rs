@@ -199,7 +199,7 @@ impl Engine {
         }
         let (slot, before) = Slot::take(&self.active);
         if inline && before < self.inline_below {
-            let (rows, elapsed) = run_batch(net, &input, 1, 1)?;
+            let (rows, elapsed) = run_batch(net, &input, 1)?;
             drop(slot);
             let row = rows.into_iter().next().ok_or(InferenceError::Classes(0))?;
             return Ok(Prediction::from_probabilities(row, elapsed, 1));
@@ -270,41 +270,46 @@ fn worker(rx: &Receiver<Job>, config: EngineConfig) {
         if jobs.is_empty() {
             continue;
         }
-        pixels.clear();
-        for j in &jobs {
-            pixels.extend_from_slice(&j.input);
-        }
-        // Batches are padded to a power of two: every distinct batch size means new buffer
-        // sizes for each intermediate tensor, and the allocator kept pages for each of them
-        // (peak RSS grew from 40 to 90 MB with batches of 1..16 under load).
-        let padded = jobs
-            .len()
-            .next_power_of_two()
-            .min(max_batch.next_power_of_two());
-        pixels.resize(padded * IMAGE_PIXELS, 0.0);
-        let n = jobs.len();
-        match run_batch(&net, &pixels, padded, n) {
-            Ok((rows, elapsed)) => {
-                for (job, row) in jobs.drain(..).zip(rows) {
-                    job.answer(Ok(Prediction::from_probabilities(row, elapsed, n)));
-                }
+        // Run as batches of powers of two, largest first, never padded. Each distinct batch
+        // size means new buffer sizes for every intermediate tensor, which the allocator keeps
+        // (peak RSS grew from 40 to 90 MB with batches of 1..16 under load), so sizes stay
+        // few; but padding paid for them in compute: 9 images padded to 16 cost 16 images'
+        // pass, and at 64 connections padding made the model threads' CPU per image 49 µs
+        // instead of 40 (BENCHMARKS.md, "Batches without padding").
+        while !jobs.is_empty() {
+            let n = power_of_two_below(jobs.len());
+            pixels.clear();
+            for j in &jobs[..n] {
+                pixels.extend_from_slice(&j.input);
             }
-            Err(e) => {
-                for job in jobs.drain(..) {
-                    job.answer(Err(e.clone()));
+            match run_batch(&net, &pixels, n) {
+                Ok((rows, elapsed)) => {
+                    for (job, row) in jobs.drain(..n).zip(rows) {
+                        job.answer(Ok(Prediction::from_probabilities(row, elapsed, n)));
+                    }
+                }
+                Err(e) => {
+                    for job in jobs.drain(..n) {
+                        job.answer(Err(e.clone()));
+                    }
                 }
             }
         }
     }
 }
 
+/// The largest power of two that is at most `n` (≥ 1).
+fn power_of_two_below(n: usize) -> usize {
+    1 << (usize::BITS - 1 - n.max(1).leading_zeros())
+}
+
 /// How many images a worker that just took one should gather, given `queued` still waiting.
 ///
 /// Without waiting, a worker batches only when the backlog is deep (at least `max_batch`
 /// waiting), and then takes its share of it. For this small network a batch saves little per
-/// image (~13 % at 16) while every image in it waits for the whole pass; measured with wrk,
-/// batching a shallow queue made 16 connections ~20 % slower than one image at a time, and a
-/// greedy worker draining everything left the other core idle. With a wait configured,
+/// image (3 % at 16, 13 % at 64, in-process) while every image in it waits for the whole pass;
+/// measured with wrk, batching a shallow queue made 16 connections ~20 % slower than one image
+/// at a time, and a greedy worker draining everything left the other core idle. With a wait configured,
 /// batches fill up to `max_batch`.
 fn batch_limit(queued: usize, workers: usize, max_batch: usize, max_wait: Duration) -> usize {
     if max_wait.is_zero() {
@@ -317,19 +322,18 @@ fn batch_limit(queued: usize, workers: usize, max_batch: usize, max_wait: Durati
     }
 }
 
-/// [`forward`] of `padded` images, timed and recorded as a batch of the `real` ones; a panic
-/// in the model costs this batch, not the thread.
+/// [`forward`] of `n` images, timed and recorded as a batch; a panic in the model costs this
+/// batch, not the thread.
 fn run_batch(
     net: &Net,
     pixels: &[f32],
-    padded: usize,
-    real: usize,
+    n: usize,
 ) -> Result<(Vec<[f32; CLASSES]>, Duration), InferenceError> {
     let started = Instant::now();
-    let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, pixels, padded)))
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| forward(net, pixels, n)))
         .unwrap_or(Err(InferenceError::Panicked));
     let elapsed = started.elapsed();
-    crate::metrics::record_batch(real, elapsed);
+    crate::metrics::record_batch(n, elapsed);
     result.map(|rows| (rows, elapsed))
 }
 
@@ -398,6 +402,48 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "job {i}");
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_gathered_batch_runs_as_unpadded_powers_of_two() {
+        assert_eq!(
+            [1, 2, 3, 7, 8, 13, 16, 63, 64].map(power_of_two_below),
+            [1, 2, 2, 4, 8, 8, 16, 32, 64]
+        );
+        // One worker that waits long enough to gather all 13 queued images in one go.
+        let (e, net) = engine(EngineConfig {
+            workers: 1,
+            max_batch: 16,
+            max_wait: Duration::from_millis(300),
+            queue: 64,
+            inline: false,
+        });
+        let inputs: Vec<Vec<f32>> = (0..13)
+            .map(|i| {
+                (0..IMAGE_PIXELS)
+                    .map(|j| ((i * 7 + j) % 11) as f32 / 11.0)
+                    .collect()
+            })
+            .collect();
+        let handles: Vec<_> = inputs
+            .iter()
+            .map(|x| {
+                let (e, n, x) = (e.clone(), Arc::clone(&net), x.clone());
+                tokio::spawn(async move { e.predict(&n, x, false).await.unwrap() })
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for (h, x) in handles.into_iter().zip(&inputs) {
+            let got = h.await.unwrap();
+            let want = forward(&net, x, 1).unwrap()[0];
+            for (a, b) in got.probabilities.iter().zip(want) {
+                assert!((a - b).abs() < 1e-5);
+            }
+            sizes.push(got.batch_size);
+        }
+        // 13 = 8 + 4 + 1: no pass ran padding images, and every pass had a power-of-two size.
+        sizes.sort_unstable();
+        assert_eq!(sizes, [1, 4, 4, 4, 4, 8, 8, 8, 8, 8, 8, 8, 8]);
     }
 
     #[tokio::test]
