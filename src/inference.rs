@@ -274,8 +274,8 @@ fn worker(rx: &Receiver<Job>, config: EngineConfig) {
         // size means new buffer sizes for every intermediate tensor, which the allocator keeps
         // (peak RSS grew from 40 to 90 MB with batches of 1..16 under load), so sizes stay
         // few; but padding paid for them in compute: 9 images padded to 16 cost 16 images'
-        // pass, and at 64 connections padding made the model threads' CPU per image 49 µs
-        // instead of 40 (BENCHMARKS.md, "Batches without padding").
+        // pass, and at 64 connections the model threads spent 49 µs per image with padding
+        // and 44 without (BENCHMARKS.md, "Batches without padding").
         while !jobs.is_empty() {
             let n = power_of_two_below(jobs.len());
             pixels.clear();
